@@ -1,0 +1,110 @@
+/**
+ * Pulse's entry point: reads the environment, opens Deno KV, loads the handlers, starts the
+ * worker pool and the HTTP server, and stops gracefully on SIGINT/SIGTERM.
+ *
+ *     deno task start            # or: deno run -A main.ts (env vars configure everything)
+ *
+ * @module
+ */
+import { loadConfig } from "./src/config.ts";
+import { loadHandlers } from "./src/handlers/mod.ts";
+import type { Config } from "./src/config.ts";
+import { createPulse } from "./src/pulse.ts";
+
+async function main() {
+  const config = loadConfig(Deno.env.toObject());
+  const opened = await openKv(config);
+  const registry = await loadHandlers(config.PULSE_HANDLERS_DIR);
+  for (const e of registry.errors) {
+    console.error(`Handler module failed to load: ${e.path}: ${e.message}`);
+  }
+  const pulse = createPulse({
+    kv: opened.kv,
+    registry,
+    prefix: config.PULSE_KV_PREFIX,
+    workers: config.PULSE_WORKERS,
+    poll_interval_ms: config.PULSE_POLL_INTERVAL_MS,
+    lease_ms: config.PULSE_LEASE_MS,
+    stop_timeout_ms: config.PULSE_STOP_TIMEOUT_MS,
+  });
+  pulse.start();
+  const server = Deno.serve({
+    port: config.PORT,
+    hostname: config.host,
+    onListen: ({ hostname, port }) => {
+      const names = registry.list().map((h) => h.name).join(", ") || "none";
+      console.log(
+        `Pulse listening on http://${hostname}:${port} (kv: ${opened.where}; handlers: ${names})`,
+      );
+      if (!config.PULSE_API_TOKEN) {
+        console.log(`No PULSE_API_TOKEN set: the API is open to anyone who can reach ${hostname}`);
+      }
+    },
+  }, pulse.app.fetch);
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`${signal}: stopping (waiting up to ${config.PULSE_STOP_TIMEOUT_MS} ms for jobs)`);
+    await pulse.stop();
+    await server.shutdown();
+    opened.close();
+    console.log("Pulse stopped");
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
+  Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
+}
+
+/**
+ * Opens the KV store: a KV Connect URL, Deno Deploy's KV, or a local sqlite file. A local file
+ * is guarded by an OS lock on `<file>.lock` (released when the process dies, even by kill -9),
+ * because a second process on one file would fail its commits and miss watches.
+ */
+async function openKv(config: Config) {
+  if (config.PULSE_KV_URL) {
+    const kv = await Deno.openKv(config.PULSE_KV_URL);
+    return {
+      kv,
+      where: config.PULSE_KV_URL.replace(/\/\/[^@]*@/, "//***@"),
+      close: () => kv.close(),
+    };
+  }
+  if (Deno.env.get("DENO_DEPLOYMENT_ID")) {
+    const kv = await Deno.openKv();
+    return { kv, where: "Deno Deploy KV", close: () => kv.close() };
+  }
+  const path = config.kv_path;
+  const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : ".";
+  await Deno.mkdir(dir || "/", { recursive: true });
+  const lockFile = await Deno.open(`${path}.lock`, { create: true, write: true });
+  const locked = await Promise.race([
+    lockFile.lock(true).then(() => true),
+    new Promise<false>((r) => setTimeout(() => r(false), 500)),
+  ]);
+  if (!locked) {
+    throw new Error(
+      `KV file "${await Deno.realPath(path).catch(() =>
+        path
+      )}" is in use by another Pulse process ` +
+        `(lock "${path}.lock" is held). Stop it, or set PULSE_KV_PATH to another file`,
+    );
+  }
+  const kv = await Deno.openKv(path);
+  return {
+    kv,
+    where: await Deno.realPath(path),
+    close: () => {
+      kv.close();
+      lockFile.close();
+    },
+  };
+}
+
+if (import.meta.main) {
+  main().catch((err) => {
+    console.error(`Pulse failed to start: ${err instanceof Error ? err.message : err}`);
+    Deno.exit(1);
+  });
+}

@@ -1,0 +1,62 @@
+/**
+ * The control API: a Hono app with every route declared through @hono/zod-openapi, one error
+ * mapping, and the OpenAPI document at /api/pulse/openapi.json.
+ *
+ * @module
+ */
+import { OpenAPIHono } from "@hono/zod-openapi";
+import { bodyLimit } from "hono/body-limit";
+import { PulseError } from "../errors.ts";
+import type { Registry } from "../handlers/mod.ts";
+import type { Store } from "../store/mod.ts";
+import { errorBody, onError, validationHook } from "./errors.ts";
+import { addJobRoutes } from "./routes_jobs.ts";
+import { addSystemRoutes, type PoolStatus } from "./routes_system.ts";
+import type { Service } from "./service.ts";
+
+export { createService } from "./service.ts";
+export type { Service, ServiceDeps } from "./service.ts";
+export type { PoolStatus } from "./routes_system.ts";
+
+/** Largest request body accepted by the single-job routes. */
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+export interface AppDeps {
+  store: Store;
+  registry: Registry;
+  service: Service;
+  pool: () => PoolStatus;
+}
+
+/**
+ * Builds the Hono app. Tests call `app.request(...)` on it directly.
+ *
+ * @example
+ * ```ts ignore
+ * const app = createApp({ store, registry, service, pool: () => pool.status() });
+ * const res = await app.request("/api/pulse/stats");
+ * ```
+ */
+export function createApp(d: AppDeps): OpenAPIHono {
+  const app = new OpenAPIHono({ defaultHook: validationHook });
+  app.onError(onError);
+  app.notFound((c) =>
+    c.json(errorBody("not_found", `No route ${c.req.method} ${c.req.path}`), 404)
+  );
+  app.use(
+    "/api/*",
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: () => {
+        throw new PulseError("payload_too_large", `Request body is over ${MAX_BODY_BYTES} bytes`);
+      },
+    }),
+  );
+  addJobRoutes(app, d.service, d.store);
+  addSystemRoutes(app, d.store, d.registry, d.pool);
+  app.doc31("/api/pulse/openapi.json", {
+    openapi: "3.1.0",
+    info: { title: "Pulse control API", version: "0.1.0" },
+  });
+  return app;
+}

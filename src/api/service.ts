@@ -1,0 +1,132 @@
+/**
+ * What the job routes do, apart from HTTP: enqueue (validated against the handler), the
+ * lifecycle verbs, and delete. Every failure is a PulseError with its code.
+ *
+ * @module
+ */
+import type { Clock } from "../clock.ts";
+import { PulseError } from "../errors.ts";
+import type { Registry } from "../handlers/mod.ts";
+import type { NewJob, Outcome, Store } from "../store/mod.ts";
+import type { EnqueueRequest, Job } from "../types.ts";
+import { issuesOf } from "./errors.ts";
+
+export interface ServiceDeps {
+  store: Store;
+  registry: Registry;
+  clock: Clock;
+  /** Tells this instance's pool: new work (wake) or a running job taken away (control). */
+  notify: (what: "wake" | "control") => void;
+}
+
+/** Largest payload accepted, serialised (a job record must fit one 64 KiB KV value). */
+export const MAX_PAYLOAD_BYTES = 48 * 1024;
+
+export type Verb = "pause" | "resume" | "cancel" | "retry";
+
+export function createService(d: ServiceDeps) {
+  /** Validates one request into a NewJob; throws 400/413/422 PulseErrors. */
+  function prepare(req: EnqueueRequest): NewJob {
+    const handler = d.registry.get(req.handler_name);
+    if (!handler) {
+      throw new PulseError("unknown_handler", `Unknown handler "${req.handler_name}"`);
+    }
+    const parsed = handler.payload.safeParse(req.payload);
+    if (!parsed.success) {
+      throw new PulseError(
+        "validation_error",
+        `Payload is invalid for handler "${handler.name}"`,
+        issuesOf(parsed.error, "payload."),
+      );
+    }
+    const size = new TextEncoder().encode(JSON.stringify(req.payload ?? null)).length;
+    if (size > MAX_PAYLOAD_BYTES) {
+      throw new PulseError(
+        "payload_too_large",
+        `Payload is ${size} bytes; the limit is ${MAX_PAYLOAD_BYTES}`,
+      );
+    }
+    let estimate = 0;
+    try {
+      estimate = handler.estimateCost?.(parsed.data) ?? 0;
+    } catch {
+      estimate = 0; // an estimator that throws does not block enqueue
+    }
+    return {
+      handler_name: handler.name,
+      payload: req.payload,
+      source: req.source ?? "",
+      queue: req.queue ?? "default",
+      cost_estimate: Math.max(req.cost_estimate ?? 0, Number.isFinite(estimate) ? estimate : 0),
+      parent_job_id: req.parent_job_id,
+      total: req.total ?? 0,
+      priority: req.priority ?? 0,
+      run_at: req.run_at ? Date.parse(req.run_at) : undefined,
+    };
+  }
+
+  async function enqueue(req: EnqueueRequest): Promise<{ job: Job; created: boolean }> {
+    const [r] = await d.store.jobs.insert([prepare(req)]);
+    if (!r.ok) throw new PulseError(r.code, r.message);
+    if (r.created) d.notify("wake");
+    return r;
+  }
+
+  async function get(id: string): Promise<Job> {
+    const job = await d.store.jobs.get(id);
+    if (!job) throw new PulseError("not_found", `Job "${id}" not found`);
+    return job;
+  }
+
+  async function act(id: string, verb: Verb): Promise<Job> {
+    const [r] = await d.store.transitions.apply([{ id, event: () => eventOf(verb) }]);
+    return settle(r);
+  }
+
+  function eventOf(verb: Verb) {
+    const now = d.clock.now();
+    if (verb === "pause") return { type: verb, now, pause_reason: "user_requested" as const };
+    return { type: verb, now, reason: `Requested through the API` };
+  }
+
+  function settle(r: Outcome): Job {
+    if (!r.ok) throw new PulseError(r.code === "lease_lost" ? "conflict" : r.code, r.message);
+    if (r.before.status === "running") d.notify("control");
+    if (r.job.status === "queued") d.notify("wake");
+    return r.job;
+  }
+
+  /** Cancels the job if active and its active children, then removes the job. */
+  async function remove(id: string) {
+    const job = await get(id);
+    if (["queued", "running", "paused"].includes(job.status)) {
+      await act(id, "cancel").catch(ignoreFinal);
+    }
+    let cancelled_children = 0;
+    let cursor: string | undefined;
+    do {
+      const page = await d.store.jobs.list({ parent_job_id: id }, 50, cursor);
+      const active = page.jobs.filter((j) => ["queued", "running", "paused"].includes(j.status));
+      if (active.length) {
+        const out = await d.store.transitions.apply(
+          active.map((c) => ({ id: c.id, event: () => eventOf("cancel") })),
+        );
+        cancelled_children += out.filter((o) => o.ok).length;
+        if (out.some((o) => o.ok && o.before.status === "running")) d.notify("control");
+      }
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor);
+    const deleted = await d.store.jobs.remove(id);
+    return { deleted, cancelled_children };
+  }
+
+  return { prepare, enqueue, get, act, remove };
+}
+
+/** A job that finished between our read and the cancel is simply removed. */
+function ignoreFinal(err: unknown) {
+  if (err instanceof PulseError && err.code === "invalid_transition") return;
+  throw err;
+}
+
+export type Service = ReturnType<typeof createService>;

@@ -1,0 +1,54 @@
+/**
+ * Configuration from environment variables (DESIGN "Configuration"), validated with zod.
+ * Every name is documented in the README.
+ *
+ * @module
+ */
+import { z } from "zod";
+
+const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
+const optionalText = z.string().trim().min(1).optional().catch(undefined);
+
+const Env = z.object({
+  PORT: int(8000, 0).pipe(z.number().max(65535)),
+  PULSE_HOST: optionalText,
+  PULSE_KV_PATH: optionalText,
+  PULSE_KV_URL: optionalText,
+  PULSE_KV_PREFIX: z.string().trim().min(1).default("pulse"),
+  PULSE_API_TOKEN: optionalText,
+  PULSE_HANDLERS_DIR: z.string().trim().min(1).default("./handlers"),
+  PULSE_IMPORT_ROOT: optionalText,
+  PULSE_WORKERS: int(4, 1).pipe(z.number().max(1000)),
+  PULSE_POLL_INTERVAL_MS: int(1000, 1),
+  PULSE_GRACEFUL_START_PHASE_MS: int(10_000),
+  PULSE_STOP_TIMEOUT_MS: int(10_000),
+  PULSE_LEASE_MS: int(15_000, 100),
+});
+
+export type Config = z.infer<typeof Env> & { host: string; kv_path: string };
+
+/**
+ * Reads the configuration from `env`. Throws a `TypeError` naming every bad variable.
+ *
+ * @example
+ * ```ts
+ * import { loadConfig } from "./config.ts";
+ * const config = loadConfig({ PORT: "8080" });
+ * console.log(config.PORT, config.PULSE_WORKERS); // 8080 4
+ * ```
+ */
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  const parsed = Env.safeParse(
+    Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== "")),
+  );
+  if (!parsed.success) {
+    const bad = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`);
+    throw new TypeError(`Invalid configuration: ${bad.join("; ")}`);
+  }
+  const c = parsed.data;
+  return {
+    ...c,
+    host: c.PULSE_HOST ?? (c.PULSE_API_TOKEN ? "0.0.0.0" : "127.0.0.1"),
+    kv_path: c.PULSE_KV_PATH ?? "./data/pulse.sqlite",
+  };
+}

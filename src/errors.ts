@@ -1,0 +1,99 @@
+/**
+ * Errors with stable codes. `src/api` maps each code to an HTTP status in one place; handlers
+ * throw {@link PermanentError} to fail a job without retry.
+ *
+ * @module
+ */
+import type { ErrorCode, ErrorContext } from "./types.ts";
+
+/** Codes of errors the API answers with (DESIGN "HTTP contract"). */
+export type PulseErrorCode =
+  | "validation_error"
+  | "unauthorized"
+  | "not_found"
+  | "invalid_transition"
+  | "conflict"
+  | "payload_too_large"
+  | "unknown_handler"
+  | "unknown_parent"
+  | "internal";
+
+export interface Issue {
+  path: string;
+  message: string;
+}
+
+/** An error a user of the API sees, with a stable code. */
+export class PulseError extends Error {
+  constructor(
+    readonly code: PulseErrorCode,
+    message: string,
+    readonly issues?: Issue[],
+  ) {
+    super(message);
+    this.name = "PulseError";
+  }
+}
+
+/**
+ * Thrown by a handler to fail its job at once, without retry.
+ *
+ * @example
+ * ```ts
+ * import { PermanentError } from "./errors.ts";
+ * throw new PermanentError('Cannot import "x.xml": unsupported format', "validation_error");
+ * ```
+ */
+export class PermanentError extends Error {
+  constructor(message: string, readonly code: ErrorCode = "unknown") {
+    super(message);
+    this.name = "PermanentError";
+  }
+}
+
+/** Codes whose errors never succeed on retry (the seed's classifier). */
+const NOT_RETRYABLE: ReadonlySet<ErrorCode> = new Set([
+  "validation_error",
+  "parse_error",
+  "file_not_found",
+]);
+
+/** Pure: classify a thrown value into the seed's ErrorContext. */
+export function classifyError(err: unknown, stage: string): ErrorContext {
+  const message = err instanceof Error ? err.message : String(err);
+  if (err instanceof PermanentError) {
+    return { stage, code: err.code, message, retryable: false, recoverable: false };
+  }
+  const code = codeOf(err);
+  const retryable = !NOT_RETRYABLE.has(code);
+  return { stage, code, message, retryable, recoverable: retryable };
+}
+
+function codeOf(err: unknown): ErrorCode {
+  if (!(err instanceof Error)) return "unknown";
+  const explicit = (err as { code?: unknown }).code;
+  if (typeof explicit === "string" && isErrorCode(explicit)) return explicit;
+  if (err instanceof Deno.errors.NotFound) return "file_not_found";
+  if (err.name === "ZodError") return "validation_error";
+  if (err instanceof SyntaxError) return "parse_error";
+  if (err.name === "TimeoutError" || err instanceof Deno.errors.TimedOut) return "timeout";
+  if (
+    err instanceof Deno.errors.ConnectionRefused || err instanceof Deno.errors.ConnectionReset ||
+    err instanceof Deno.errors.Http ||
+    (err instanceof TypeError && /fetch|network/i.test(err.message))
+  ) return "network_error";
+  return "unknown";
+}
+
+function isErrorCode(s: string): s is ErrorCode {
+  return [
+    "ai_error",
+    "database_error",
+    "file_not_found",
+    "network_error",
+    "parse_error",
+    "timeout",
+    "unknown",
+    "validation_error",
+  ].includes(s);
+}

@@ -1,0 +1,17 @@
+/**
+ * The public module for handler files: `defineHandler`, `PermanentError` and zod's `z`.
+ * A handler file imports only this module.
+ *
+ * @module
+ */
+export { z } from "zod";
+export { defineHandler } from "./handlers/define.ts";
+export type {
+  DataKey,
+  DataOp,
+  HandlerContext,
+  HandlerData,
+  HandlerDefinition,
+  SpawnRequest,
+} from "./handlers/define.ts";
+export { PermanentError } from "./errors.ts";

@@ -1,0 +1,105 @@
+/**
+ * The mutations of one job change, added to an atomic op: the record, every index key that
+ * follows from its status, the history entry, and the stats tally. Shared by insert, claim and
+ * transition so that the indexes can never disagree with the record.
+ *
+ * @module
+ */
+import { ACTIVE_STATUSES, type Job, type JobEvent, type JobStatus } from "../types.ts";
+import type { Keys } from "./keys.ts";
+
+/** Status counts and signals of one commit, applied as `sum` mutations at the end. */
+export class Tally {
+  readonly in = new Map<JobStatus, number>();
+  readonly out = new Map<JobStatus, number>();
+  wake = false;
+  control = false;
+
+  move(from: JobStatus | null, to: JobStatus | null) {
+    if (from === to) return;
+    if (from) this.out.set(from, (this.out.get(from) ?? 0) + 1);
+    if (to) this.in.set(to, (this.in.get(to) ?? 0) + 1);
+    if (to === "queued") this.wake = true;
+  }
+
+  /** Adds the `sum` mutations (one per key, so a batch never sums one key twice). */
+  apply(op: Deno.AtomicOperation, keys: Keys) {
+    for (const [s, n] of this.in) op.sum(keys.stat(s, "in"), BigInt(n));
+    for (const [s, n] of this.out) op.sum(keys.stat(s, "out"), BigInt(n));
+    if (this.wake) op.sum(keys.wake(), 1n);
+    if (this.control) op.sum(keys.control(), 1n);
+  }
+}
+
+const isActive = (s: JobStatus) => ACTIVE_STATUSES.includes(s);
+
+/** Writes a new job and all of its keys. The caller checks the `active` key when deduplicating. */
+export function writeNew(
+  op: Deno.AtomicOperation,
+  keys: Keys,
+  job: Job,
+  entry: JobEvent,
+  t: Tally,
+) {
+  op.set(keys.job(job.id), job)
+    .set(keys.byStatus(job.status, job.id), true)
+    .set(keys.byQueue(job.queue, job.id), true)
+    .set(keys.byHandler(job.handler_name, job.id), true)
+    .set(keys.event(job.id, entry.seq), entry);
+  if (job.parent_job_id) op.set(keys.byParent(job.parent_job_id, job.id), true);
+  if (job.source && isActive(job.status)) op.set(keys.active(job.handler_name, job.source), job.id);
+  if (job.status === "queued") op.set(keys.ready(job), job.id);
+  t.move(null, job.status);
+}
+
+/**
+ * Writes a change from `before` to `after` (same id). The caller has added the versionstamp
+ * check of `before`, and the absence check of the `active` key when the job becomes active.
+ */
+export function writeChange(
+  op: Deno.AtomicOperation,
+  keys: Keys,
+  before: Job,
+  after: Job,
+  entry: JobEvent | null,
+  t: Tally,
+) {
+  op.set(keys.job(after.id), after);
+  if (entry) op.set(keys.event(after.id, entry.seq), entry);
+  if (before.status !== after.status) {
+    op.delete(keys.byStatus(before.status, before.id)).set(
+      keys.byStatus(after.status, after.id),
+      true,
+    );
+    if (after.source && isActive(before.status) && !isActive(after.status)) {
+      op.delete(keys.active(after.handler_name, after.source));
+    }
+    if (after.source && !isActive(before.status) && isActive(after.status)) {
+      op.set(keys.active(after.handler_name, after.source), after.id);
+    }
+    // Another actor took a running job away: its worker must hear of it at once.
+    if (
+      before.status === "running" && (after.status === "paused" || after.status === "cancelled")
+    ) {
+      t.control = true;
+    }
+  }
+  if (before.status === "queued") op.delete(keys.ready(before));
+  if (after.status === "queued") op.set(keys.ready(after), after.id);
+  if (before.lease) op.delete(keys.lease(before));
+  if (after.lease) op.set(keys.lease(after), after.lease.owner);
+  t.move(before.status, after.status);
+}
+
+/** Deletes a job's record and index keys (not its history, which may exceed one commit). */
+export function writeRemoval(op: Deno.AtomicOperation, keys: Keys, job: Job, t: Tally) {
+  op.delete(keys.job(job.id))
+    .delete(keys.byStatus(job.status, job.id))
+    .delete(keys.byQueue(job.queue, job.id))
+    .delete(keys.byHandler(job.handler_name, job.id));
+  if (job.parent_job_id) op.delete(keys.byParent(job.parent_job_id, job.id));
+  if (job.status === "queued") op.delete(keys.ready(job));
+  if (job.lease) op.delete(keys.lease(job));
+  if (job.source && isActive(job.status)) op.delete(keys.active(job.handler_name, job.source));
+  t.move(job.status, null);
+}

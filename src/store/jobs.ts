@@ -1,0 +1,208 @@
+/**
+ * `store.jobs`: insert (batched, deduplicated), read, touch (non-status writes of a running
+ * job) and remove.
+ *
+ * @module
+ */
+import { iso } from "../clock.ts";
+import type { Job } from "../types.ts";
+import { SCHEMA_VERSION } from "../types.ts";
+import { Tally, writeNew, writeRemoval } from "./_writes.ts";
+import type { Keys } from "./keys.ts";
+import { getJobs, holds } from "./transitions.ts";
+
+/** A job to create; fields as the API's enqueue body, resolved to defaults. */
+export interface NewJob {
+  handler_name: string;
+  payload?: unknown;
+  source: string;
+  queue: string;
+  cost_estimate: number;
+  parent_job_id?: string;
+  total: number;
+  priority: number;
+  run_at?: number;
+  /** Set by `ctx.spawn`: the child's idempotency key within its parent. */
+  spawn_key?: string;
+}
+
+export type InsertOutcome =
+  | { ok: true; job: Job; created: boolean }
+  | { ok: false; code: "unknown_parent"; message: string };
+
+/** Jobs per commit: ~8 mutations each stays under KV's 1000 (and 100 checks). */
+const PER_COMMIT = 40;
+
+export function createJobs(kv: Deno.Kv, keys: Keys, now: () => number, newId: () => string) {
+  async function insert(items: readonly NewJob[]): Promise<InsertOutcome[]> {
+    const out: InsertOutcome[] = [];
+    for (let i = 0; i < items.length; i += PER_COMMIT) {
+      out.push(...await insertChunk(items.slice(i, i + PER_COMMIT)));
+    }
+    return out;
+  }
+
+  async function insertChunk(items: readonly NewJob[]): Promise<InsertOutcome[]> {
+    const ids = items.map(() => newId());
+    for (let round = 0; round < 32; round++) {
+      const t = now();
+      const parents = await getJobs(kv, keys, unique(items.map((j) => j.parent_job_id)));
+      const parentIds = new Set(parents.filter((e) => e.value).map((e) => e.value!.id));
+      const op = kv.atomic();
+      const tally = new Tally();
+      const claimedHere = new Map<string, Job>(); // dedup inside this batch
+      const outcomes: InsertOutcome[] = [];
+      for (const [i, item] of items.entries()) {
+        if (item.parent_job_id && !parentIds.has(item.parent_job_id)) {
+          outcomes.push({
+            ok: false,
+            code: "unknown_parent",
+            message: `Parent job "${item.parent_job_id}" not found`,
+          });
+          continue;
+        }
+        const existing = await findExisting(item, op, claimedHere);
+        if (existing) {
+          outcomes.push({ ok: true, job: existing, created: false });
+          continue;
+        }
+        const job = build(ids[i], item, t);
+        const entry = {
+          seq: 1,
+          at: iso(t),
+          event: "enqueue",
+          from: null,
+          to: job.status,
+          attempt: 0,
+        };
+        writeNew(op, keys, job, entry, tally);
+        if (item.spawn_key && item.parent_job_id) {
+          op.set(keys.spawned(item.parent_job_id, item.spawn_key), job.id);
+        }
+        if (job.source) claimedHere.set(dedupKey(job), job);
+        outcomes.push({ ok: true, job, created: true });
+      }
+      if (!outcomes.some((o) => o.ok && o.created)) return outcomes;
+      tally.apply(op, keys);
+      if ((await op.commit()).ok) return outcomes;
+    }
+    throw new Error("Cannot insert jobs: too many concurrent updates, try again");
+  }
+
+  /** The job this item deduplicates to, or null; adds the absence checks for a new job. */
+  async function findExisting(item: NewJob, op: Deno.AtomicOperation, here: Map<string, Job>) {
+    if (item.spawn_key && item.parent_job_id) {
+      const spawned = await kv.get<string>(keys.spawned(item.parent_job_id, item.spawn_key));
+      if (spawned.value) {
+        const child = await kv.get<Job>(keys.job(spawned.value));
+        if (child.value) return child.value;
+      }
+      op.check(spawned);
+    }
+    if (!item.source) return null;
+    const inBatch = here.get(dedupKey(item));
+    if (inBatch) return inBatch;
+    const holder = await kv.get<string>(keys.active(item.handler_name, item.source));
+    if (holder.value) {
+      const job = await kv.get<Job>(keys.job(holder.value));
+      if (job.value) return job.value;
+    }
+    op.check(holder);
+    return null;
+  }
+
+  async function get(id: string): Promise<Job | null> {
+    return (await kv.get<Job>(keys.job(id))).value;
+  }
+
+  async function getMany(ids: readonly string[]): Promise<(Job | null)[]> {
+    return (await getJobs(kv, keys, ids)).map((e) => e.value);
+  }
+
+  /**
+   * Writes a non-status change (progress, checkpoint, cost, lease renewal) to a job its caller
+   * runs. Refused (null) when the lease no longer holds; retried on a lost race.
+   */
+  async function touch(
+    id: string,
+    lease: { owner: string; attempt: number },
+    patch: (job: Job) => Partial<Job>,
+  ): Promise<Job | null> {
+    for (let round = 0; round < 32; round++) {
+      const entry = await kv.get<Job>(keys.job(id));
+      if (!entry.value || !holds(entry.value, lease)) return null;
+      const before = entry.value;
+      const after: Job = { ...before, ...patch(before), updated_at: iso(now()) };
+      const op = kv.atomic().check(entry).set(keys.job(id), after);
+      if (before.lease && after.lease && before.lease.expires_at !== after.lease.expires_at) {
+        op.delete(keys.lease(before)).set(keys.lease(after), after.lease.owner);
+      }
+      if ((await op.commit()).ok) return after;
+    }
+    return null;
+  }
+
+  /** Removes a final job's record and indexes (one commit), then its history. */
+  async function remove(id: string): Promise<boolean> {
+    for (let round = 0; round < 32; round++) {
+      const entry = await kv.get<Job>(keys.job(id));
+      if (!entry.value) return false;
+      const tally = new Tally();
+      const op = kv.atomic().check(entry);
+      writeRemoval(op, keys, entry.value, tally);
+      tally.apply(op, keys);
+      if ((await op.commit()).ok) break;
+    }
+    await deletePrefix(kv, keys.events(id));
+    await deletePrefix(kv, keys.spawned(id));
+    return true;
+  }
+
+  return { insert, get, getMany, touch, remove };
+}
+
+function build(id: string, item: NewJob, t: number): Job {
+  return {
+    v: SCHEMA_VERSION,
+    id,
+    handler_name: item.handler_name,
+    ...(item.payload === undefined ? {} : { payload: item.payload }),
+    source: item.source,
+    status: "queued",
+    progress: { current: 0, total: item.total },
+    cost_estimate: item.cost_estimate,
+    cost_actual: 0,
+    pulse_state: null,
+    ...(item.parent_job_id ? { parent_job_id: item.parent_job_id } : {}),
+    retry_count: 0,
+    created_at: iso(t),
+    started_at: null,
+    completed_at: null,
+    updated_at: iso(t),
+    queue: item.queue,
+    priority: item.priority,
+    attempt: 0,
+    run_at: iso(Math.max(t, item.run_at ?? t)),
+    error_context: null,
+    lease: null,
+    event_seq: 1,
+  };
+}
+
+const dedupKey = (j: { handler_name: string; source: string }) =>
+  `${j.handler_name}\u0000${j.source}`;
+const unique = (xs: (string | undefined)[]) => [...new Set(xs.filter((x): x is string => !!x))];
+
+/** Deletes every key under `prefix`, in commits of at most 500 deletions. */
+export async function deletePrefix(kv: Deno.Kv, prefix: Deno.KvKey) {
+  let op = kv.atomic();
+  let n = 0;
+  for await (const e of kv.list({ prefix })) {
+    op.delete(e.key);
+    if (++n % 500 === 0) {
+      await op.commit();
+      op = kv.atomic();
+    }
+  }
+  if (n % 500 !== 0) await op.commit();
+}

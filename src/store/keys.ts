@@ -1,0 +1,63 @@
+/**
+ * The key space, documented once. Every key starts with the root prefix `P` (`PULSE_KV_PREFIX`,
+ * default `["pulse"]`).
+ *
+ * | key                                    | value              | written by (atomic op)                          |
+ * |----------------------------------------|--------------------|-------------------------------------------------|
+ * | P,"job",id                             | Job                | jobs.insert, transitions.apply, claims.next,    |
+ * |                                        |                    | jobs.touch (progress/checkpoint/lease renew)    |
+ * | P,"by_status",status,id                | true               | jobs.insert, transitions.apply, claims.next     |
+ * | P,"by_queue",queue,id                  | true               | jobs.insert; removed by jobs.remove             |
+ * | P,"by_handler",handler_name,id         | true               | jobs.insert; removed by jobs.remove             |
+ * | P,"by_parent",parent_job_id,id         | true               | jobs.insert; removed by jobs.remove             |
+ * | P,"active",handler_name,source         | id                 | set while the job is queued/running/paused and  |
+ * |                                        |                    | source ≠ "" (checked absent when set: dedup)    |
+ * | P,"ready",run_at_ms,priority,id        | id                 | present exactly while the job is queued         |
+ * | P,"leases",expires_ms,id               | owner              | present exactly while the job is running        |
+ * | P,"events",id,seq                      | JobEvent           | every commit that changes a job                 |
+ * | P,"spawned",parent_id,key              | child id           | jobs.insert of a child via ctx.spawn (checked)  |
+ * | P,"stats",status,"in" / "out"          | Deno.KvU64         | `sum` in the same commit as each status change  |
+ * | P,"signal","wake"                      | Deno.KvU64         | bumped when a job becomes ready (watch target)  |
+ * | P,"signal","control"                   | Deno.KvU64         | bumped when a running job is paused/cancelled   |
+ * | P,"data",namespace,...key              | handler value      | ctx.data of handlers                            |
+ *
+ * A status count is `in − out` (both only grow, so `sum` never has to decrement).
+ *
+ * @module
+ */
+import type { Job, JobStatus } from "../types.ts";
+
+export type Prefix = readonly Deno.KvKeyPart[];
+
+/** Builds every key of one Pulse instance's key space under `prefix`. */
+export function createKeys(prefix: Prefix) {
+  const P = [...prefix];
+  return {
+    prefix: P,
+    job: (id: string): Deno.KvKey => [...P, "job", id],
+    jobs: (): Deno.KvKey => [...P, "job"],
+    byStatus: (status: JobStatus, id?: string): Deno.KvKey => tail([...P, "by_status", status], id),
+    byQueue: (queue: string, id?: string): Deno.KvKey => tail([...P, "by_queue", queue], id),
+    byHandler: (name: string, id?: string): Deno.KvKey => tail([...P, "by_handler", name], id),
+    byParent: (parent: string, id?: string): Deno.KvKey => tail([...P, "by_parent", parent], id),
+    active: (handler: string, source: string): Deno.KvKey => [...P, "active", handler, source],
+    ready: (job?: Pick<Job, "run_at" | "priority" | "id">): Deno.KvKey =>
+      job ? [...P, "ready", Date.parse(job.run_at), job.priority, job.id] : [...P, "ready"],
+    readyUntil: (ms: number): Deno.KvKey => [...P, "ready", ms],
+    lease: (job?: Job): Deno.KvKey =>
+      job?.lease ? [...P, "leases", Date.parse(job.lease.expires_at), job.id] : [...P, "leases"],
+    leasesUntil: (ms: number): Deno.KvKey => [...P, "leases", ms],
+    events: (id: string): Deno.KvKey => [...P, "events", id],
+    event: (id: string, seq: number): Deno.KvKey => [...P, "events", id, seq],
+    spawned: (parent: string, key?: string): Deno.KvKey => tail([...P, "spawned", parent], key),
+    stat: (status: JobStatus, dir: "in" | "out"): Deno.KvKey => [...P, "stats", status, dir],
+    wake: (): Deno.KvKey => [...P, "signal", "wake"],
+    control: (): Deno.KvKey => [...P, "signal", "control"],
+    data: (ns: string): Deno.KvKey => [...P, "data", ns],
+  };
+}
+export type Keys = ReturnType<typeof createKeys>;
+
+function tail(key: Deno.KvKeyPart[], last?: string): Deno.KvKey {
+  return last === undefined ? key : [...key, last];
+}

@@ -1,0 +1,78 @@
+/**
+ * `store.jobs.list`: pages of jobs, oldest first (ULID order), through the most selective
+ * index; `store.jobs.events`: a job's history.
+ *
+ * The cursor is the id of the last job returned, so a walk sees every job exactly once even
+ * while jobs are added or change status.
+ *
+ * @module
+ */
+import type { Job, JobEvent, JobStatus } from "../types.ts";
+import type { Keys } from "./keys.ts";
+import { getJobs } from "./transitions.ts";
+
+export interface ListFilter {
+  status?: JobStatus;
+  handler_name?: string;
+  queue?: string;
+  parent_job_id?: string;
+}
+
+export interface Page {
+  jobs: Job[];
+  next_cursor: string | null;
+}
+
+export function createList(kv: Deno.Kv, keys: Keys) {
+  /** One page of at most `limit` jobs after `cursor` that match every field of `filter`. */
+  async function list(filter: ListFilter, limit: number, cursor?: string): Promise<Page> {
+    const prefix = indexOf(keys, filter);
+    const selector: Deno.KvListSelector = cursor
+      ? { prefix, start: [...prefix, `${cursor}\u0000`] }
+      : { prefix };
+    // Collect limit + 1 matches: the extra one only tells whether a next page exists.
+    const found: Job[] = [];
+    const direct = !filter.status && !filter.handler_name && !filter.queue && !filter.parent_job_id;
+    const pageSize = Math.min(500, limit + 1);
+    let ids: string[] = [];
+    const flush = async () => {
+      for (const e of await getJobs(kv, keys, ids)) {
+        if (e.value && matches(e.value, filter)) found.push(e.value);
+      }
+      ids = [];
+    };
+    for await (const e of kv.list<Job>(selector, { batchSize: pageSize })) {
+      if (direct) found.push(e.value);
+      else ids.push(e.key[e.key.length - 1] as string);
+      if (ids.length >= pageSize) await flush();
+      if (found.length > limit) break;
+    }
+    if (found.length <= limit && ids.length) await flush();
+    const jobs = found.slice(0, limit);
+    return { jobs, next_cursor: found.length > limit ? jobs[jobs.length - 1].id : null };
+  }
+
+  async function events(id: string): Promise<JobEvent[]> {
+    const out: JobEvent[] = [];
+    for await (const e of kv.list<JobEvent>({ prefix: keys.events(id) })) out.push(e.value);
+    return out;
+  }
+
+  return { list, events };
+}
+
+/** The index whose prefix narrows the walk most; other filters are applied to the records. */
+function indexOf(keys: Keys, f: ListFilter): Deno.KvKey {
+  if (f.parent_job_id) return keys.byParent(f.parent_job_id);
+  if (f.handler_name && !f.status) return keys.byHandler(f.handler_name);
+  if (f.status) return keys.byStatus(f.status);
+  if (f.queue) return keys.byQueue(f.queue);
+  return keys.jobs();
+}
+
+function matches(job: Job, f: ListFilter): boolean {
+  return (!f.status || job.status === f.status) &&
+    (!f.handler_name || job.handler_name === f.handler_name) &&
+    (!f.queue || job.queue === f.queue) &&
+    (!f.parent_job_id || job.parent_job_id === f.parent_job_id);
+}

@@ -1,0 +1,62 @@
+/**
+ * The store: the only code that touches `Deno.Kv` (DESIGN layer L2). Operations read
+ * noun-then-verb: `store.jobs.insert`, `store.claims.next`, `store.transitions.apply`.
+ * The key space and which op writes what: `keys.ts`.
+ *
+ * @module
+ */
+import { monotonicFactory } from "ulid";
+import { createClaims } from "./claims.ts";
+import { createData } from "./data.ts";
+import { createJobs } from "./jobs.ts";
+import { createKeys, type Prefix } from "./keys.ts";
+import { createList } from "./list.ts";
+import { createStats } from "./stats.ts";
+import { createTransitions } from "./transitions.ts";
+
+export type { InsertOutcome, NewJob } from "./jobs.ts";
+export type { ListFilter, Page } from "./list.ts";
+export type { Change, Outcome, RefusalCode } from "./transitions.ts";
+export { MAX_CLAIMS_PER_COMMIT } from "./claims.ts";
+
+export interface StoreOptions {
+  kv: Deno.Kv;
+  prefix?: Prefix;
+  now: () => number;
+  /** Job id source; defaults to monotonic ULIDs of `now()`. */
+  newId?: () => string;
+}
+
+/**
+ * Builds the store over one `Deno.Kv` handle. Holds no mutable state of its own beyond the id
+ * factory, so two stores over one handle race for real.
+ *
+ * @example
+ * ```ts
+ * import { createStore } from "./mod.ts";
+ * const kv = await Deno.openKv(":memory:");
+ * const store = createStore({ kv, now: Date.now });
+ * const [r] = await store.jobs.insert([{ handler_name: "demo", source: "", queue: "default",
+ *   cost_estimate: 0, total: 0, priority: 0 }]);
+ * kv.close();
+ * ```
+ */
+export function createStore(o: StoreOptions) {
+  const keys = createKeys(o.prefix ?? ["pulse"]);
+  const ulid = monotonicFactory();
+  const newId = o.newId ?? (() => ulid(o.now()));
+  const jobs = createJobs(o.kv, keys, o.now, newId);
+  const list = createList(o.kv, keys);
+  return {
+    keys,
+    jobs: { ...jobs, ...list },
+    transitions: createTransitions(o.kv, keys),
+    claims: createClaims(o.kv, keys, o.now),
+    stats: createStats(o.kv, keys),
+    data: createData(o.kv, keys),
+    /** Resolves on each change of the wake or control signal keys (any instance's commit). */
+    watchSignals: () => o.kv.watch([keys.wake(), keys.control()]),
+  };
+}
+
+export type Store = ReturnType<typeof createStore>;

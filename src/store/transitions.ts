@@ -1,0 +1,124 @@
+/**
+ * `store.transitions.apply`: status changes of several jobs in one atomic commit, each decided
+ * by `lifecycle.next` and guarded by the job's versionstamp (DESIGN invariant 1). A lost race
+ * re-reads and re-decides; a refused pair is reported, never written.
+ *
+ * @module
+ */
+import { type JobEvent, next } from "../lifecycle/mod.ts";
+import type { Job } from "../types.ts";
+import { Tally, writeChange } from "./_writes.ts";
+import type { Keys } from "./keys.ts";
+
+/** Why a change was not made. `lease_lost`: the caller's lease no longer holds the job. */
+export type RefusalCode = "not_found" | "invalid_transition" | "lease_lost" | "conflict";
+
+export type Outcome =
+  | { ok: true; job: Job; before: Job }
+  | { ok: false; code: RefusalCode; message: string; job?: Job };
+
+export interface Change {
+  id: string;
+  /** The event to apply to the job as read now (called again after a lost race). */
+  event: (job: Job) => JobEvent;
+  /** When set, the job must be running under this lease owner and attempt (worker writes). */
+  lease?: { owner: string; attempt: number };
+  /** A precondition on the job as read now: a message refuses the change (code "conflict"). */
+  unless?: (job: Job) => string | null;
+}
+
+const MAX_ROUNDS = 32;
+
+export function createTransitions(kv: Deno.Kv, keys: Keys) {
+  /** Applies every change in one commit (max ~80 per call); returns one outcome per change. */
+  async function apply(changes: readonly Change[]): Promise<Outcome[]> {
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      const entries = await getJobs(kv, keys, changes.map((c) => c.id));
+      const op = kv.atomic();
+      const tally = new Tally();
+      const outcomes: Outcome[] = [];
+      for (const [i, change] of changes.entries()) {
+        const entry = entries[i];
+        const outcome = await decide(change, entry, op, tally);
+        outcomes.push(outcome);
+      }
+      if (!outcomes.some((o) => o.ok)) return outcomes;
+      tally.apply(op, keys);
+      const res = await op.commit();
+      if (res.ok) return outcomes;
+      // Lost a race: another commit changed one of these jobs. Re-read and decide again.
+    }
+    return changes.map((c) => ({
+      ok: false as const,
+      code: "conflict" as const,
+      message: `Cannot change job "${c.id}": too many concurrent updates, try again`,
+    }));
+  }
+
+  async function decide(
+    change: Change,
+    entry: Deno.KvEntryMaybe<Job>,
+    op: Deno.AtomicOperation,
+    tally: Tally,
+  ): Promise<Outcome> {
+    const job = entry.value;
+    if (!job) return { ok: false, code: "not_found", message: `Job "${change.id}" not found` };
+    if (change.lease && !holds(job, change.lease)) {
+      return {
+        ok: false,
+        code: "lease_lost",
+        job,
+        message:
+          `Job "${job.id}" is no longer held by "${change.lease.owner}": status is "${job.status}"`,
+      };
+    }
+    const skip = change.unless?.(job);
+    if (skip) return { ok: false, code: "conflict", job, message: skip };
+    const event = change.event(job);
+    const d = next(job, event);
+    if (!d.ok) {
+      return {
+        ok: false,
+        code: "invalid_transition",
+        job,
+        message: `Cannot ${event.type} job "${job.id}": status is "${job.status}"`,
+      };
+    }
+    op.check(entry);
+    const becomesActive = d.job.source && isInactive(job) && !isInactive(d.job);
+    if (becomesActive) {
+      const holder = await kv.get<string>(keys.active(d.job.handler_name, d.job.source));
+      if (holder.value && holder.value !== job.id) {
+        return {
+          ok: false,
+          code: "conflict",
+          job,
+          message:
+            `Cannot ${event.type} job "${job.id}": job "${holder.value}" with source "${job.source}" is active`,
+        };
+      }
+      op.check(holder);
+    }
+    writeChange(op, keys, job, d.job, d.entry, tally);
+    return { ok: true, job: d.job, before: job };
+  }
+
+  return { apply };
+}
+
+const isInactive = (job: Job) => !["queued", "running", "paused"].includes(job.status);
+
+/** True when `job` is running under exactly this lease owner and attempt. */
+export function holds(job: Job, lease: { owner: string; attempt: number }): boolean {
+  return job.status === "running" && job.lease?.owner === lease.owner &&
+    job.attempt === lease.attempt;
+}
+
+/** Reads job entries in getMany calls of ≤10 keys (KV's limit), in parallel, in order. */
+export async function getJobs(kv: Deno.Kv, keys: Keys, ids: readonly string[]) {
+  const groups: Promise<Deno.KvEntryMaybe<Job>[]>[] = [];
+  for (let i = 0; i < ids.length; i += 10) {
+    groups.push(kv.getMany<Job[]>(ids.slice(i, i + 10).map(keys.job)));
+  }
+  return (await Promise.all(groups)).flat();
+}

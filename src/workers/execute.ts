@@ -1,0 +1,196 @@
+/**
+ * Runs one claimed job: validates its payload again, builds `ctx`, runs the handler and reports
+ * the outcome through the lifecycle (complete / fail / requeue), always under the job's lease.
+ *
+ * @module
+ */
+import type { Clock } from "../clock.ts";
+import { classifyError, PermanentError } from "../errors.ts";
+import type { Handler, HandlerContext, SpawnRequest } from "../handlers/mod.ts";
+import type { Registry } from "../handlers/mod.ts";
+import { backoffMs } from "../lifecycle/mod.ts";
+import type { Store } from "../store/mod.ts";
+import type { ErrorContext, Job } from "../types.ts";
+import { createJobLog } from "./log.ts";
+
+export interface ExecuteDeps {
+  store: Store;
+  registry: Registry;
+  clock: Clock;
+  random: () => number;
+  /** Wakes this instance's dispatcher (after a spawn). */
+  wake: () => void;
+}
+
+/** Why a running job's signal aborted. */
+export type AbortReason = "stop" | "taken";
+
+/** Largest `result` kept with a job (KV values are ≤ 64 KiB with the rest of the record). */
+const MAX_RESULT_BYTES = 32 * 1024;
+
+/**
+ * Runs `job` (claimed by `owner`) to an outcome. `control` aborts with "stop" (pool stopping:
+ * the job is re-queued unless the handler finishes) or "taken" (cancelled/paused/lease lost:
+ * the worker walks away at once and any late outcome is refused by the lease check).
+ */
+export async function execute(job: Job, deps: ExecuteDeps, control: AbortController) {
+  const { store, clock } = deps;
+  const lease = { owner: job.lease!.owner, attempt: job.attempt };
+  const handler = deps.registry.get(job.handler_name);
+  const fail = (ec: ErrorContext, cost = 0) =>
+    store.transitions.apply([{
+      id: job.id,
+      lease,
+      event: (j) => ({
+        type: "fail",
+        now: clock.now(),
+        error_context: ec,
+        backoff_ms: backoffMs(j.retry_count + 1, deps.random()),
+        cost_actual: cost,
+      }),
+    }]);
+  if (!handler) {
+    return await fail(permanent("dispatch", `No handler named "${job.handler_name}" is loaded`));
+  }
+  const parsed = handler.payload.safeParse(job.payload);
+  if (!parsed.success) {
+    const detail = parsed.error.issues.map((i) => `payload.${i.path.join(".")}: ${i.message}`);
+    return await fail(permanent("validate", `Payload no longer valid: ${detail.join("; ")}`));
+  }
+  const cost = { usd: job.cost_actual };
+  const ctx = buildContext(job, handler, parsed.data, deps, control.signal, lease, cost);
+  const taken = new Promise<"taken">((resolve) => {
+    control.signal.addEventListener("abort", () => {
+      if (control.signal.reason === "taken") resolve("taken");
+    });
+  });
+  let outcome: { ok: true; result: unknown } | { ok: false; error: unknown } | "taken";
+  try {
+    outcome = await Promise.race([
+      Promise.resolve(handler.run(ctx)).then((result) => ({ ok: true as const, result })),
+      taken,
+    ]);
+  } catch (error) {
+    outcome = { ok: false, error };
+  }
+  if (outcome === "taken") return;
+  if (outcome.ok) {
+    const size = JSON.stringify(outcome.result ?? null)?.length ?? 0;
+    if (size > MAX_RESULT_BYTES) {
+      return await fail(permanent("result", `Result is ${size} bytes, over ${MAX_RESULT_BYTES}`));
+    }
+    return await store.transitions.apply([{
+      id: job.id,
+      lease,
+      event: () => ({
+        type: "complete",
+        now: clock.now(),
+        result: outcome.result ?? null,
+        cost_actual: cost.usd,
+      }),
+    }]);
+  }
+  if (control.signal.aborted && control.signal.reason === "stop") {
+    return await store.transitions.apply([{
+      id: job.id,
+      lease,
+      event: () => ({ type: "requeue", now: clock.now(), reason: "Pool stopped" }),
+    }]);
+  }
+  return await fail(classifyError(outcome.error, "run"), cost.usd);
+}
+
+function permanent(stage: string, message: string): ErrorContext {
+  return classifyError(new PermanentError(message, "validation_error"), stage);
+}
+
+function buildContext<P>(
+  job: Job,
+  handler: Handler,
+  payload: P,
+  deps: ExecuteDeps,
+  signal: AbortSignal,
+  lease: { owner: string; attempt: number },
+  cost: { usd: number },
+): HandlerContext<P> {
+  const { store } = deps;
+  let spawned = 0;
+  const touch = async (patch: (j: Job) => Partial<Job>) => {
+    const after = await store.jobs.touch(job.id, lease, patch);
+    if (!after) throw new Error(`Job "${job.id}" is no longer held by this worker`);
+  };
+  return {
+    payload,
+    job: {
+      id: job.id,
+      handler_name: job.handler_name,
+      queue: job.queue,
+      ...(job.parent_job_id ? { parent_job_id: job.parent_job_id } : {}),
+    },
+    attempt: job.attempt,
+    signal,
+    progress: (current, total) => {
+      const ok = (n: number) => Number.isSafeInteger(n) && n >= 0;
+      if (!ok(current) || (total !== undefined && !ok(total))) {
+        throw new RangeError(`Cannot report progress ${current}/${total}: use integers ≥ 0`);
+      }
+      return touch((j) => ({ progress: { current, total: total ?? j.progress.total } }));
+    },
+    pulse: {
+      call: (options) => {
+        signal.throwIfAborted();
+        const usd = options?.cost_usd ?? 0;
+        if (!Number.isFinite(usd) || usd < 0) {
+          return Promise.reject(
+            new RangeError(`Cannot admit a call of cost ${usd}: use a number ≥ 0`),
+          );
+        }
+        return Promise.resolve();
+      },
+    },
+    recordCost: (usd) => {
+      if (!Number.isFinite(usd) || usd < 0) {
+        throw new RangeError(`Cannot record cost ${usd}: use a number ≥ 0`);
+      }
+      cost.usd = Math.round((cost.usd + usd) * 1e6) / 1e6;
+    },
+    spawn: (child) => spawn(child, String(spawned++)),
+    checkpoint: (data) => touch(() => ({ checkpoint: data })),
+    lastCheckpoint: job.checkpoint,
+    data: store.data(handler.dataNamespace ?? handler.name),
+    log: createJobLog(job),
+  };
+
+  async function spawn(child: SpawnRequest, ordinal: string) {
+    const target = deps.registry.get(child.handler_name);
+    if (!target) {
+      throw new PermanentError(
+        `Cannot spawn "${child.handler_name}": no such handler`,
+        "validation_error",
+      );
+    }
+    const checked = target.payload.safeParse(child.payload);
+    if (!checked.success) {
+      throw new PermanentError(
+        `Cannot spawn "${child.handler_name}": payload invalid (${
+          checked.error.issues[0]?.message
+        })`,
+        "validation_error",
+      );
+    }
+    const [r] = await store.jobs.insert([{
+      handler_name: child.handler_name,
+      payload: checked.data,
+      source: child.source ?? "",
+      queue: child.queue ?? job.queue,
+      cost_estimate: child.cost_estimate ?? 0,
+      parent_job_id: job.id,
+      total: child.total ?? 0,
+      priority: job.priority,
+      spawn_key: child.key ?? ordinal,
+    }]);
+    if (!r.ok) throw new Error(r.message);
+    if (r.created) deps.wake();
+    return { id: r.job.id, created: r.created };
+  }
+}

@@ -1,0 +1,208 @@
+/**
+ * The worker pool: one dispatcher claims ready jobs in batches and hands them to N worker
+ * actors; a heartbeat renews the leases of running jobs; a sweep expires lost leases; a KV
+ * watch wakes the dispatcher for other instances' work and aborts jobs taken away.
+ *
+ * @module
+ */
+import { createActor } from "xstate";
+import type { Clock } from "../clock.ts";
+import { iso } from "../clock.ts";
+import type { Registry } from "../handlers/mod.ts";
+import { backoffMs } from "../lifecycle/mod.ts";
+import type { Store } from "../store/mod.ts";
+import type { Job } from "../types.ts";
+import { execute } from "./execute.ts";
+import { poolMachine, workerMachine } from "./machines.ts";
+import { createWakeup } from "./wakeup.ts";
+
+export interface PoolOptions {
+  store: Store;
+  registry: Registry;
+  clock: Clock;
+  /** This pool's lease owner name; unique per process. */
+  owner: string;
+  workers: number;
+  poll_interval_ms: number;
+  lease_ms: number;
+  stop_timeout_ms: number;
+  random?: () => number;
+}
+
+interface Running {
+  job: Job;
+  control: AbortController;
+  done: Promise<void>;
+}
+
+export function createPool(o: PoolOptions) {
+  const { store, clock } = o;
+  const random = o.random ?? Math.random;
+  const actor = createActor(poolMachine).start();
+  const wakeup = createWakeup(clock);
+  const stopping = new AbortController();
+  const running = new Map<string, Running>();
+  const workers = Array.from({ length: o.workers }, () => createActor(workerMachine).start());
+  for (const w of workers) w.subscribe((s) => s.matches("idle") && wakeup.notify());
+  const deps = { store, registry: o.registry, clock, random, wake: () => wakeup.notify() };
+  const leaseOf = (job: Job) => ({ owner: o.owner, attempt: job.attempt });
+  let loops: Promise<unknown>[] = [];
+
+  function run(worker: (typeof workers)[number], job: Job) {
+    const control = new AbortController();
+    const done = execute(job, deps, control)
+      .then(() => {}, (err) => console.error(`Job "${job.id}" ended with an engine error:`, err))
+      .finally(() => running.delete(job.id));
+    running.set(job.id, { job, control, done });
+    worker.send({ type: "run", jobId: job.id, work: () => done });
+  }
+
+  async function dispatch() {
+    while (!stopping.signal.aborted) {
+      const idle = workers.filter((w) => w.getSnapshot().matches("idle"));
+      if (idle.length) {
+        const jobs = await store.claims.next({
+          owner: o.owner,
+          max: idle.length,
+          lease_ms: o.lease_ms,
+        });
+        jobs.forEach((job, i) => run(idle[i], job));
+        if (jobs.length) continue;
+      }
+      await wakeup.wait(await delay(idle.length > 0), stopping.signal);
+    }
+  }
+
+  /** How long to sleep: until the next scheduled job, at most the poll interval. */
+  async function delay(hasIdle: boolean): Promise<number> {
+    if (!hasIdle) return o.poll_interval_ms;
+    const at = await store.claims.nextRunAt();
+    if (at === null) return o.poll_interval_ms;
+    return Math.min(o.poll_interval_ms, Math.max(1, at - clock.now()));
+  }
+
+  /** Renews the lease of every running job; a job whose lease is gone is abandoned. */
+  async function heartbeat() {
+    const every = Math.max(1, Math.floor(o.lease_ms / 3));
+    while (!stopping.signal.aborted) {
+      await clock.sleep(every, stopping.signal);
+      for (const r of [...running.values()]) {
+        const expires_at = iso(clock.now() + o.lease_ms);
+        const renewed = await store.jobs.touch(r.job.id, leaseOf(r.job), () => ({
+          lease: { owner: o.owner, expires_at },
+        }));
+        if (!renewed) r.control.abort("taken");
+      }
+    }
+  }
+
+  /** Expires every running job whose lease ran out (any owner), page by page. */
+  async function sweep() {
+    const every = Math.max(1, Math.min(5000, Math.floor(o.lease_ms / 2)));
+    while (!stopping.signal.aborted) {
+      await clock.sleep(every, stopping.signal);
+      if (stopping.signal.aborted) break;
+      await sweepOnce();
+    }
+  }
+
+  async function sweepOnce(): Promise<number> {
+    let expired = 0;
+    for (;;) {
+      const now = clock.now();
+      const ids = await store.claims.expired(now, 50);
+      if (!ids.length) return expired;
+      const outcomes = await store.transitions.apply(ids.map((id) => ({
+        id,
+        unless: (j: Job) =>
+          j.lease && Date.parse(j.lease.expires_at) > now ? `Lease of "${id}" was renewed` : null,
+        event: (j: Job) => ({
+          type: "expire" as const,
+          now,
+          backoff_ms: backoffMs(j.retry_count + 1, random()),
+          reason: `Lease of "${j.lease?.owner}" expired at ${j.lease?.expires_at}`,
+        }),
+      })));
+      const done = outcomes.filter((x) => x.ok).length;
+      expired += done;
+      if (!done) return expired;
+    }
+  }
+
+  /** Wakes on any instance's enqueue; aborts local jobs another actor took away. */
+  async function watch() {
+    const stream = store.watchSignals();
+    const reader = stream.getReader();
+    stopping.signal.addEventListener("abort", () => reader.cancel().catch(() => {}));
+    let lastControl: string | null = null;
+    while (!stopping.signal.aborted) {
+      const { done, value } = await reader.read().catch(() => ({ done: true, value: undefined }));
+      if (done || !value) break;
+      wakeup.notify();
+      const control = value[1].versionstamp;
+      if (control !== lastControl) {
+        lastControl = control;
+        await checkTaken();
+      }
+    }
+  }
+
+  /** Aborts (reason "taken") every local job that is no longer running under this pool. */
+  async function checkTaken() {
+    const local = [...running.values()];
+    const jobs = await store.jobs.getMany(local.map((r) => r.job.id));
+    local.forEach((r, i) => {
+      const j = jobs[i];
+      if (
+        !j || j.status !== "running" || j.lease?.owner !== o.owner || j.attempt !== r.job.attempt
+      ) {
+        r.control.abort("taken");
+      }
+    });
+  }
+
+  return {
+    start() {
+      loops = [dispatch(), heartbeat(), sweep(), watch()];
+      actor.send({ type: "started" });
+    },
+    /** Stops claiming, aborts handlers, waits up to the stop timeout, re-queues the rest. */
+    async stop(): Promise<void> {
+      if (stopping.signal.aborted) return void await Promise.all(loops);
+      actor.send({ type: "stop" });
+      stopping.abort();
+      wakeup.notify();
+      for (const r of running.values()) r.control.abort("stop");
+      const allDone = Promise.all([...running.values()].map((r) => r.done));
+      const timeout = new AbortController();
+      await Promise.race([allDone, clock.sleep(o.stop_timeout_ms, timeout.signal)]);
+      timeout.abort();
+      for (const r of [...running.values()]) {
+        await store.transitions.apply([{
+          id: r.job.id,
+          lease: leaseOf(r.job),
+          event: () => ({
+            type: "requeue",
+            now: clock.now(),
+            reason: "Pool stopped: stop timeout",
+          }),
+        }]);
+      }
+      await Promise.all(loops);
+      for (const w of workers) w.stop();
+      actor.send({ type: "stopped" });
+    },
+    /** Wakes the dispatcher now (new work in this process). */
+    wake: () => wakeup.notify(),
+    /** Checks at once whether a local job was taken away (cancel/pause in this process). */
+    checkTaken,
+    sweepOnce,
+    status: () => ({
+      state: actor.getSnapshot().value as string,
+      workers_active: running.size,
+      workers_total: o.workers,
+    }),
+  };
+}
+
+export type Pool = ReturnType<typeof createPool>;
