@@ -129,9 +129,13 @@ export function defineHandler<S extends z.ZodType>(def: HandlerDefinition<S>): H
   return Object.freeze({ ...def, kind: "pulse.handler" as const });
 }
 
+/** A handler of any payload type, as the registry holds them. */
+// deno-lint-ignore no-explicit-any
+export type AnyHandler = Handler<any>;
+
 /** Guard for a module's default export. */
-export function isHandler(value: unknown): value is Handler {
-  const h = value as Handler | null;
+export function isHandler(value: unknown): value is AnyHandler {
+  const h = value as AnyHandler | null;
   return !!h && h.kind === "pulse.handler" && typeof h.name === "string" &&
     typeof h.run === "function" && typeof h.payload?.safeParse === "function";
 }

@@ -4,6 +4,13 @@
  * @module
  */
 export { defineHandler, isHandler } from "./define.ts";
-export type { Handler, HandlerContext, HandlerData, HandlerLog, SpawnRequest } from "./define.ts";
+export type {
+  AnyHandler,
+  Handler,
+  HandlerContext,
+  HandlerData,
+  HandlerLog,
+  SpawnRequest,
+} from "./define.ts";
 export { createRegistry, describeHandler, loadHandlers } from "./registry.ts";
 export type { LoadError, Registry } from "./registry.ts";

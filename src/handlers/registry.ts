@@ -7,7 +7,7 @@
  * @module
  */
 import { z } from "zod";
-import { type Handler, isHandler } from "./define.ts";
+import { type AnyHandler as Handler, isHandler } from "./define.ts";
 
 export interface LoadError {
   path: string;

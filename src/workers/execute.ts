@@ -4,9 +4,10 @@
  *
  * @module
  */
+import type { z } from "zod";
 import type { Clock } from "../clock.ts";
 import { classifyError, PermanentError } from "../errors.ts";
-import type { Handler, HandlerContext, SpawnRequest } from "../handlers/mod.ts";
+import type { AnyHandler as Handler, HandlerContext, SpawnRequest } from "../handlers/mod.ts";
 import type { Registry } from "../handlers/mod.ts";
 import { backoffMs } from "../lifecycle/mod.ts";
 import type { Store } from "../store/mod.ts";
@@ -54,7 +55,9 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
   }
   const parsed = handler.payload.safeParse(job.payload);
   if (!parsed.success) {
-    const detail = parsed.error.issues.map((i) => `payload.${i.path.join(".")}: ${i.message}`);
+    const detail = parsed.error.issues.map((i: z.core.$ZodIssue) =>
+      `payload.${i.path.join(".")}: ${i.message}`
+    );
     return await fail(permanent("validate", `Payload no longer valid: ${detail.join("; ")}`));
   }
   const cost = { usd: job.cost_actual };
