@@ -13,6 +13,11 @@ import { createPulse } from "./src/pulse.ts";
 
 async function main() {
   const config = loadConfig(Deno.env.toObject());
+  if (Deno.env.get("DENO_DEPLOYMENT_ID") && !config.PULSE_API_TOKEN) {
+    throw new Error(
+      "Refusing to start on Deno Deploy without PULSE_API_TOKEN: the API would be public",
+    );
+  }
   const opened = await openKv(config);
   const registry = await loadHandlers(config.PULSE_HANDLERS_DIR);
   for (const e of registry.errors) {
@@ -26,6 +31,7 @@ async function main() {
     poll_interval_ms: config.PULSE_POLL_INTERVAL_MS,
     lease_ms: config.PULSE_LEASE_MS,
     stop_timeout_ms: config.PULSE_STOP_TIMEOUT_MS,
+    token: config.PULSE_API_TOKEN,
   });
   pulse.start();
   const server = Deno.serve({

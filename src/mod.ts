@@ -5,7 +5,7 @@
  * @module
  */
 export { z } from "zod";
-export { defineHandler } from "./handlers/define.ts";
+export { defineHandler } from "./handlers/mod.ts";
 export type {
   DataKey,
   DataOp,
@@ -13,5 +13,5 @@ export type {
   HandlerData,
   HandlerDefinition,
   SpawnRequest,
-} from "./handlers/define.ts";
+} from "./handlers/mod.ts";
 export { PermanentError } from "./errors.ts";

@@ -21,6 +21,8 @@ export interface PulseOptions {
   poll_interval_ms?: number;
   lease_ms?: number;
   stop_timeout_ms?: number;
+  /** Bearer token every /api/ route requires (PULSE_API_TOKEN). */
+  token?: string;
   /** Lease owner name of this instance's pool; unique by default. */
   owner?: string;
   random?: () => number;
@@ -65,6 +67,12 @@ export function createPulse(o: PulseOptions): Pulse {
     clock,
     notify: (what) => what === "wake" ? pool.wake() : void pool.checkTaken(),
   });
-  const app = createApp({ store, registry: o.registry, service, pool: () => pool.status() });
+  const app = createApp({
+    store,
+    registry: o.registry,
+    service,
+    pool: () => pool.status(),
+    token: o.token,
+  });
   return { app, store, pool, start: () => pool.start(), stop: () => pool.stop() };
 }

@@ -6,6 +6,7 @@
  */
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
+import { timingSafeEqual } from "hono/utils/buffer";
 import { PulseError } from "../errors.ts";
 import type { Registry } from "../handlers/mod.ts";
 import type { Store } from "../store/mod.ts";
@@ -26,6 +27,8 @@ export interface AppDeps {
   registry: Registry;
   service: Service;
   pool: () => PoolStatus;
+  /** When set, every /api/ route requires `Authorization: Bearer <token>`. */
+  token?: string;
 }
 
 /**
@@ -43,6 +46,19 @@ export function createApp(d: AppDeps): OpenAPIHono {
   app.notFound((c) =>
     c.json(errorBody("not_found", `No route ${c.req.method} ${c.req.path}`), 404)
   );
+  if (d.token) {
+    const expected = `Bearer ${d.token}`;
+    app.use("/api/*", async (c, next) => {
+      // Hashes both sides before comparing, so the time taken says nothing about the token.
+      if (!(await timingSafeEqual(expected, c.req.header("authorization") ?? ""))) {
+        throw new PulseError(
+          "unauthorized",
+          "Send the header Authorization: Bearer <PULSE_API_TOKEN>",
+        );
+      }
+      await next();
+    });
+  }
   app.use(
     "/api/*",
     bodyLimit({

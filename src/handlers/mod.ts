@@ -6,9 +6,12 @@
 export { defineHandler, isHandler } from "./define.ts";
 export type {
   AnyHandler,
+  DataKey,
+  DataOp,
   Handler,
   HandlerContext,
   HandlerData,
+  HandlerDefinition,
   HandlerLog,
   SpawnRequest,
 } from "./define.ts";

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { DataKey, DataOp, HandlerData } from "../handlers/define.ts";
+import type { DataKey, DataOp, HandlerData } from "../handlers/mod.ts";
 import type { Keys } from "./keys.ts";
 
 /** Stays under KV's 1000 mutations and 800 KiB per atomic op, with room to spare. */
