@@ -32,6 +32,7 @@ async function main() {
     lease_ms: config.PULSE_LEASE_MS,
     stop_timeout_ms: config.PULSE_STOP_TIMEOUT_MS,
     token: config.PULSE_API_TOKEN,
+    limits: config.limits,
   });
   pulse.start();
   const server = Deno.serve({

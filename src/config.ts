@@ -5,6 +5,7 @@
  * @module
  */
 import { z } from "zod";
+import type { Limits } from "./types.ts";
 
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
 const optionalText = z.string().trim().min(1).optional().catch(undefined);
@@ -23,9 +24,21 @@ const Env = z.object({
   PULSE_GRACEFUL_START_PHASE_MS: int(10_000),
   PULSE_STOP_TIMEOUT_MS: int(10_000),
   PULSE_LEASE_MS: int(15_000, 100),
+  PULSE_MAX_CALLS_PER_MINUTE: z.coerce.number().int().min(1).max(5000).optional(),
+  PULSE_DAILY_BUDGET_USD: z.coerce.number().nonnegative().max(1e9).optional(),
+  PULSE_MONTHLY_BUDGET_USD: z.coerce.number().nonnegative().max(1e9).optional(),
+  PULSE_PAUSE_ON_BUDGET: z.enum(["true", "false", "1", "0"]).default("true"),
+  PULSE_TIME_ZONE: z.string().default("UTC").refine((tz) => {
+    try {
+      new Intl.DateTimeFormat("en", { timeZone: tz });
+      return true;
+    } catch {
+      return false;
+    }
+  }, "Unknown IANA time zone"),
 });
 
-export type Config = z.infer<typeof Env> & { host: string; kv_path: string };
+export type Config = z.infer<typeof Env> & { host: string; kv_path: string; limits: Limits };
 
 /**
  * Reads the configuration from `env`. Throws a `TypeError` naming every bad variable.
@@ -50,5 +63,14 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     ...c,
     host: c.PULSE_HOST ?? (c.PULSE_API_TOKEN ? "0.0.0.0" : "127.0.0.1"),
     kv_path: c.PULSE_KV_PATH ?? "./data/pulse.sqlite",
+    // Seeds only: limits stored in KV (changed through the API) win at the next start.
+    limits: {
+      max_calls_per_minute: c.PULSE_MAX_CALLS_PER_MINUTE ?? null,
+      daily_budget_usd: c.PULSE_DAILY_BUDGET_USD ?? null,
+      monthly_budget_usd: c.PULSE_MONTHLY_BUDGET_USD ?? null,
+      pause_on_budget: c.PULSE_PAUSE_ON_BUDGET === "true" || c.PULSE_PAUSE_ON_BUDGET === "1",
+      time_zone: c.PULSE_TIME_ZONE,
+      handler_limits: {},
+    },
   };
 }

@@ -10,6 +10,7 @@ import { createApp, createService } from "./api/mod.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import type { Registry } from "./handlers/mod.ts";
 import { createStore, type Store } from "./store/mod.ts";
+import type { Limits } from "./types.ts";
 import { createPool, type Pool } from "./workers/mod.ts";
 
 export interface PulseOptions {
@@ -21,6 +22,8 @@ export interface PulseOptions {
   poll_interval_ms?: number;
   lease_ms?: number;
   stop_timeout_ms?: number;
+  /** Limits until some are stored in KV (the environment seeds them). */
+  limits?: Limits;
   /** Bearer token every /api/ route requires (PULSE_API_TOKEN). */
   token?: string;
   /** Lease owner name of this instance's pool; unique by default. */
@@ -49,7 +52,12 @@ export interface Pulse {
  */
 export function createPulse(o: PulseOptions): Pulse {
   const clock = o.clock ?? systemClock;
-  const store = createStore({ kv: o.kv, prefix: [o.prefix ?? "pulse"], now: () => clock.now() });
+  const store = createStore({
+    kv: o.kv,
+    prefix: [o.prefix ?? "pulse"],
+    now: () => clock.now(),
+    limits: o.limits,
+  });
   const pool = createPool({
     store,
     registry: o.registry,
@@ -72,6 +80,7 @@ export function createPulse(o: PulseOptions): Pulse {
     registry: o.registry,
     service,
     pool: () => pool.status(),
+    wake: () => pool.wake(),
     token: o.token,
   });
   return { app, store, pool, start: () => pool.start(), stop: () => pool.stop() };

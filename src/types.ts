@@ -99,6 +99,13 @@ export const Job = z.object({
   checkpoint: z.unknown().optional(),
   /** Sequence number of the last event appended to this job's history. */
   event_seq: z.number().int(),
+  /** Money held for this run, in micro-dollars, charged to the period it was admitted in. */
+  reservation: z.object({
+    day: z.string(),
+    month: z.string(),
+    reserved_micros: z.number().int(),
+    admitted_micros: z.number().int(),
+  }).nullable().optional(),
 });
 export type Job = z.infer<typeof Job>;
 
@@ -167,3 +174,35 @@ export const EnqueueRequest = z.strictObject({
   run_at: z.iso.datetime({ offset: true }).optional(),
 });
 export type EnqueueRequest = z.infer<typeof EnqueueRequest>;
+
+const Usd = z.number().nonnegative().max(1e9);
+
+/** Rate and budget limits (DESIGN configuration table); `null` clears a limit. */
+export const Limits = z.object({
+  max_calls_per_minute: z.number().int().min(1).max(5000).nullable(),
+  daily_budget_usd: Usd.nullable(),
+  monthly_budget_usd: Usd.nullable(),
+  pause_on_budget: z.boolean(),
+  time_zone: z.string().min(1).max(64),
+  /** Optional per-handler rate limits, on top of the global one. */
+  handler_limits: z.record(
+    z.string().min(1).max(200),
+    z.object({ max_calls_per_minute: z.number().int().min(1).max(5000).nullable() }),
+  ),
+});
+export type Limits = z.infer<typeof Limits>;
+
+/** `GET /api/pulse/budget`: the limits plus the figures of this moment. */
+export const BudgetState = Limits.extend({
+  spend_today: z.number(),
+  spend_this_month: z.number(),
+  reserved_today: z.number(),
+  reserved_this_month: z.number(),
+  budget_remaining: z.number().nullable(),
+  calls_this_minute: z.number().int(),
+  calls_remaining: z.number().int().nullable(),
+  queue_paused: z.boolean(),
+  today: z.string(),
+  this_month: z.string(),
+});
+export type BudgetState = z.infer<typeof BudgetState>;

@@ -11,6 +11,7 @@ import { PulseError } from "../errors.ts";
 import type { Registry } from "../handlers/mod.ts";
 import type { Store } from "../store/mod.ts";
 import { errorBody, onError, validationHook } from "./errors.ts";
+import { addBudgetRoutes } from "./routes_budget.ts";
 import { addJobRoutes } from "./routes_jobs.ts";
 import { addSystemRoutes, type PoolStatus } from "./routes_system.ts";
 import type { Service } from "./service.ts";
@@ -27,6 +28,8 @@ export interface AppDeps {
   registry: Registry;
   service: Service;
   pool: () => PoolStatus;
+  /** Wakes this instance's pool (a limit changed, the queue resumed). */
+  wake: () => void;
   /** When set, every /api/ route requires `Authorization: Bearer <token>`. */
   token?: string;
 }
@@ -70,6 +73,7 @@ export function createApp(d: AppDeps): OpenAPIHono {
   );
   addJobRoutes(app, d.service, d.store);
   addSystemRoutes(app, d.store, d.registry, d.pool);
+  addBudgetRoutes(app, d.store, d.wake);
   app.doc31("/api/pulse/openapi.json", {
     openapi: "3.1.0",
     info: { title: "Pulse control API", version: "0.1.0" },

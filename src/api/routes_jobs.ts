@@ -58,7 +58,8 @@ export function addJobRoutes(app: OpenAPIHono, service: Service, store: Store) {
     }),
     async (c) => {
       const { job, created } = await service.enqueue(c.req.valid("json"));
-      return created ? c.json(job, 201) : c.json(job, 200);
+      const shown = await service.present(job);
+      return created ? c.json(shown, 201) : c.json(shown, 200);
     },
   );
 
@@ -72,7 +73,8 @@ export function addJobRoutes(app: OpenAPIHono, service: Service, store: Store) {
     }),
     async (c) => {
       const { limit, cursor, ...filter } = c.req.valid("query");
-      return c.json(await store.jobs.list(filter, limit, cursor), 200);
+      const page = await store.jobs.list(filter, limit, cursor);
+      return c.json({ ...page, jobs: await service.present(page.jobs) }, 200);
     },
   );
 
@@ -83,7 +85,7 @@ export function addJobRoutes(app: OpenAPIHono, service: Service, store: Store) {
       request: { params: IdParam },
       responses: { 200: json(Job, "The job"), ...errors },
     }),
-    async (c) => c.json(await service.get(c.req.valid("param").id), 200),
+    async (c) => c.json(await service.present(await service.get(c.req.valid("param").id)), 200),
   );
 
   app.openapi(
@@ -97,7 +99,8 @@ export function addJobRoutes(app: OpenAPIHono, service: Service, store: Store) {
       const { id } = c.req.valid("param");
       const { limit, cursor } = c.req.valid("query");
       await service.get(id);
-      return c.json(await store.jobs.list({ parent_job_id: id }, limit, cursor), 200);
+      const page = await store.jobs.list({ parent_job_id: id }, limit, cursor);
+      return c.json({ ...page, jobs: await service.present(page.jobs) }, 200);
     },
   );
 
@@ -125,7 +128,8 @@ export function addJobRoutes(app: OpenAPIHono, service: Service, store: Store) {
         request: { params: IdParam },
         responses: { 200: json(Job, "The job with its new status"), ...errors },
       }),
-      async (c) => c.json(await service.act(c.req.valid("param").id, verb), 200),
+      async (c) =>
+        c.json(await service.present(await service.act(c.req.valid("param").id, verb)), 200),
     );
   }
 

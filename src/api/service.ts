@@ -4,10 +4,12 @@
  *
  * @module
  */
+import { serialize } from "node:v8";
 import type { Clock } from "../clock.ts";
 import { PulseError } from "../errors.ts";
 import type { Registry } from "../handlers/mod.ts";
 import type { NewJob, Outcome, Store } from "../store/mod.ts";
+import { budgetState, pulseStateOf } from "../pulse/mod.ts";
 import type { EnqueueRequest, Job } from "../types.ts";
 import { issuesOf } from "./errors.ts";
 
@@ -39,7 +41,12 @@ export function createService(d: ServiceDeps) {
         issuesOf(parsed.error, "payload."),
       );
     }
-    const size = new TextEncoder().encode(JSON.stringify(req.payload ?? null)).length;
+    // KV stores V8-serialised values, which can be twice the JSON (a double is 9 bytes): the
+    // larger of the two sizes must fit, or the insert fails with a 500 instead of this 413.
+    const size = Math.max(
+      new TextEncoder().encode(JSON.stringify(req.payload ?? null)).length,
+      serialize(req.payload ?? null).length,
+    );
     if (size > MAX_PAYLOAD_BYTES) {
       throw new PulseError(
         "payload_too_large",
@@ -120,7 +127,17 @@ export function createService(d: ServiceDeps) {
     return { deleted, cancelled_children };
   }
 
-  return { prepare, enqueue, get, act, remove };
+  /**
+   * Jobs as the API shows them: PulseState filled from one snapshot of the governor's keys
+   * (so every job read in one answer, and `GET /budget` at the same moment, agree).
+   */
+  async function present<T extends Job | Job[]>(jobs: T): Promise<T> {
+    const b = budgetState(await d.store.governor.snapshot());
+    const one = (j: Job): Job => ({ ...j, pulse_state: pulseStateOf(j, b) });
+    return (Array.isArray(jobs) ? jobs.map(one) : one(jobs as Job)) as T;
+  }
+
+  return { prepare, enqueue, get, act, remove, present };
 }
 
 /** A job that finished between our read and the cancel is simply removed. */

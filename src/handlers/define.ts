@@ -78,11 +78,18 @@ export interface HandlerContext<P> {
   /** Reports progress; written to the job record. */
   progress(current: number, total?: number): Promise<void>;
   readonly pulse: {
-    /** Admits one external call under the rate limit and budget (admits all until limits exist). */
+    /**
+     * Admits one external call under the rate limit and budget. When refused, the job is paused
+     * (`rate_limit` / `budget_exceeded`, keeping its checkpoint), this throws, and the job
+     * resumes by itself when room appears.
+     */
     call(options?: { cost_usd?: number }): Promise<void>;
   };
-  /** Records money actually spent (added to the job's `cost_actual`). */
-  recordCost(usd: number): void;
+  /**
+   * Records money actually spent (added to the job's `cost_actual` and today's spend). Always
+   * recorded, even after a cancel; the job's outcome waits for pending records.
+   */
+  recordCost(usd: number): Promise<void>;
   /** Enqueues a child job (parent = this job), exactly once per key. */
   spawn(child: SpawnRequest): Promise<SpawnedJob>;
   /** Saves `data` with the job; the next attempt sees it as `lastCheckpoint`. */

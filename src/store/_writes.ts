@@ -33,6 +33,12 @@ export class Tally {
 
 const isActive = (s: JobStatus) => ACTIVE_STATUSES.includes(s);
 
+/** Why a paused job waits for the governor (budget/rate), or null (not paused, or by a user). */
+function waitingFor(job: Job) {
+  const reason = job.status === "paused" ? job.pulse_state?.pause_reason : undefined;
+  return reason && reason !== "user_requested" ? reason : null;
+}
+
 /** Writes a new job and all of its keys. The caller checks the `active` key when deduplicating. */
 export function writeNew(
   op: Deno.AtomicOperation,
@@ -88,6 +94,9 @@ export function writeChange(
   if (after.status === "queued") op.set(keys.ready(after), after.id);
   if (before.lease) op.delete(keys.lease(before));
   if (after.lease) op.set(keys.lease(after), after.lease.owner);
+  const waiting = waitingFor(after);
+  if (waitingFor(before) && !waiting) op.delete(keys.waiting(after.id));
+  if (waiting) op.set(keys.waiting(after.id), waiting);
   t.move(before.status, after.status);
 }
 
@@ -100,6 +109,7 @@ export function writeRemoval(op: Deno.AtomicOperation, keys: Keys, job: Job, t: 
   if (job.parent_job_id) op.delete(keys.byParent(job.parent_job_id, job.id));
   if (job.status === "queued") op.delete(keys.ready(job));
   if (job.lease) op.delete(keys.lease(job));
+  if (waitingFor(job)) op.delete(keys.waiting(job.id));
   if (job.source && isActive(job.status)) op.delete(keys.active(job.handler_name, job.source));
   t.move(job.status, null);
 }

@@ -1,15 +1,20 @@
 /**
  * `store.claims`: the dispatcher's batched claim of ready jobs, and the lease sweep's reads.
  *
- * `next` keys: reads P,"ready" (run_at ≤ now) and P,"job",id; one atomic op checks every
- * claimed job's versionstamp and writes job + by_status + ready (deleted) + leases + events +
- * stats for all of them (DESIGN invariant 2: claim once).
+ * `next` keys: reads P,"ready" (run_at ≤ now), P,"job",id, P,"gov","limits" and
+ * P,"gov","queue_paused"; one atomic op checks every claimed job's versionstamp and the queue
+ * flag, and writes job + by_status + ready (deleted) + leases + events + stats for all of them
+ * (DESIGN invariant 2: claim once). A job with a cost estimate under a budget limit reserves it
+ * against today's and this month's ledgers (P,"gov","day"/"month", checked) in the same op, or
+ * is paused `budget_exceeded` (failed when `pause_on_budget` is off) instead of claimed.
  *
  * @module
  */
 import { iso } from "../clock.ts";
-import { next } from "../lifecycle/mod.ts";
-import type { Job } from "../types.ts";
+import { type JobEvent, next } from "../lifecycle/mod.ts";
+import { fits, limitMicros, periodOf, toMicros } from "../pulse/mod.ts";
+import type { Job, Limits } from "../types.ts";
+import { Ledgers } from "./_ledgers.ts";
 import { Tally, writeChange } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
 import { getJobs } from "./transitions.ts";
@@ -23,38 +28,73 @@ export interface ClaimOptions {
   lease_ms: number;
 }
 
-export function createClaims(kv: Deno.Kv, keys: Keys, now: () => number) {
+export function createClaims(
+  kv: Deno.Kv,
+  keys: Keys,
+  now: () => number,
+  limits: () => Promise<Limits>,
+) {
   /** Claims up to `max` ready jobs (run_at ≤ now), oldest run_at first, in one commit. */
   async function claimNext(o: ClaimOptions): Promise<Job[]> {
     const max = Math.min(o.max, MAX_CLAIMS_PER_COMMIT);
     if (max <= 0) return [];
     for (let round = 0; round < 8; round++) {
       const t = now();
+      const paused = await kv.get<boolean>(keys.queuePaused());
+      if (paused.value) return [];
       const ids: string[] = [];
       const iter = kv.list<string>({ start: keys.ready(), end: keys.readyUntil(t + 1) }, {
         limit: max,
       });
       for await (const e of iter) ids.push(e.value);
       if (!ids.length) return [];
-      const entries = await getJobs(kv, keys, ids);
-      const op = kv.atomic();
+      const [entries, lim] = await Promise.all([getJobs(kv, keys, ids), limits()]);
+      const op = kv.atomic().check(paused);
       const tally = new Tally();
+      const ledgers = new Ledgers(kv, keys);
       const claimed: Job[] = [];
+      let changed = 0;
       for (const entry of entries) {
-        if (!entry.value) continue;
+        if (entry.value?.status !== "queued") continue;
         const lease = { owner: o.owner, expires_at: iso(t + o.lease_ms) };
-        const d = next(entry.value, { type: "claim", now: t, lease });
+        const admitted = await admit(entry.value, lim, t, ledgers);
+        const event: JobEvent = admitted
+          ? { type: "claim", now: t, lease }
+          : refusal(entry.value, lim, t);
+        const d = next(entry.value, event);
         if (!d.ok) continue;
+        const after = admitted && admitted !== true ? { ...d.job, reservation: admitted } : d.job;
         op.check(entry);
-        writeChange(op, keys, entry.value, d.job, d.entry, tally);
-        claimed.push(d.job);
+        writeChange(op, keys, entry.value, after, d.entry, tally);
+        changed++;
+        if (after.status === "running") claimed.push(after);
       }
-      if (!claimed.length) return [];
+      if (!changed) return [];
       tally.apply(op, keys);
-      if ((await op.commit()).ok) return claimed;
-      // Another dispatcher claimed one of these first: read the ready index again.
+      ledgers.write(op);
+      // Only refusals (paused for budget) in this round: look again for jobs that fit.
+      if ((await op.commit()).ok && claimed.length) return claimed;
+      // Or another dispatcher claimed one of these first: read the ready index again.
     }
     return [];
+  }
+
+  /**
+   * Reserves a job's estimate when a budget limit is set: true (nothing to reserve), the
+   * reservation, or null when it does not fit today's or this month's room.
+   */
+  async function admit(job: Job, lim: Limits, t: number, ledgers: Ledgers) {
+    const max = limitMicros(lim);
+    const estimate = toMicros(job.cost_estimate);
+    if (estimate === 0 || (max.day === null && max.month === null)) return true;
+    const period = periodOf(t, lim.time_zone);
+    const periods = [
+      { ledger: await ledgers.get("day", period.day), limit: max.day },
+      { ledger: await ledgers.get("month", period.month), limit: max.month },
+    ];
+    if (!fits(estimate, periods)) return null;
+    await ledgers.addBoth(period, { reserved: estimate });
+    return { ...period, reserved_micros: estimate, admitted_micros: 0 };
   }
 
   /** Epoch ms of the earliest queued job's run_at, or null when none is queued. */
@@ -74,4 +114,25 @@ export function createClaims(kv: Deno.Kv, keys: Keys, now: () => number) {
   }
 
   return { next: claimNext, nextRunAt, expired };
+}
+
+/** What happens to a job whose estimate does not fit: paused, or failed when so configured. */
+function refusal(job: Job, lim: Limits, t: number): JobEvent {
+  const message = `Budget exceeded: estimate $${job.cost_estimate} does not fit the remaining ` +
+    `daily/monthly budget`;
+  if (lim.pause_on_budget) {
+    return { type: "pause", now: t, pause_reason: "budget_exceeded", reason: message };
+  }
+  return {
+    type: "fail",
+    now: t,
+    backoff_ms: 0,
+    error_context: {
+      stage: "admission",
+      code: "unknown",
+      message,
+      retryable: false,
+      recoverable: false,
+    },
+  };
 }

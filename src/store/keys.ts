@@ -20,6 +20,13 @@
  * | P,"signal","wake"                      | Deno.KvU64         | bumped when a job becomes ready (watch target)  |
  * | P,"signal","control"                   | Deno.KvU64         | bumped when a running job is paused/cancelled   |
  * | P,"data",namespace,...key              | handler value      | ctx.data of handlers                            |
+ * | P,"gov","limits"                       | Limits             | governor.setLimits (checked)                    |
+ * | P,"gov","rate"                         | number[] (ms)      | governor.admitCall (checked): calls of last 60 s|
+ * | P,"gov","rate",handler_name            | number[] (ms)      | same, for a handler with its own limit          |
+ * | P,"gov","day",YYYY-MM-DD               | Ledger (µ$)        | claims.next (reserve), transitions.apply        |
+ * | P,"gov","month",YYYY-MM                | Ledger (µ$)        | (release), governor.admitCall / recordCost      |
+ * | P,"gov","queue_paused"                 | boolean            | governor.setQueuePaused; checked by claims.next |
+ * | P,"gov","waiting",id                   | pause reason       | present while paused for budget or rate         |
  *
  * A status count is `in − out` (both only grow, so `sum` never has to decrement).
  *
@@ -54,6 +61,11 @@ export function createKeys(prefix: Prefix) {
     wake: (): Deno.KvKey => [...P, "signal", "wake"],
     control: (): Deno.KvKey => [...P, "signal", "control"],
     data: (ns: string): Deno.KvKey => [...P, "data", ns],
+    limits: (): Deno.KvKey => [...P, "gov", "limits"],
+    rate: (handler?: string): Deno.KvKey => tail([...P, "gov", "rate"], handler),
+    ledger: (kind: "day" | "month", period: string): Deno.KvKey => [...P, "gov", kind, period],
+    queuePaused: (): Deno.KvKey => [...P, "gov", "queue_paused"],
+    waiting: (id?: string): Deno.KvKey => tail([...P, "gov", "waiting"], id),
   };
 }
 export type Keys = ReturnType<typeof createKeys>;

@@ -8,16 +8,29 @@
 import { monotonicFactory } from "ulid";
 import { createClaims } from "./claims.ts";
 import { createData } from "./data.ts";
+import { createGovernor } from "./governor.ts";
 import { createJobs } from "./jobs.ts";
 import { createKeys, type Prefix } from "./keys.ts";
 import { createList } from "./list.ts";
 import { createStats } from "./stats.ts";
 import { createTransitions } from "./transitions.ts";
+import type { Limits } from "../types.ts";
 
 export type { InsertOutcome, NewJob } from "./jobs.ts";
 export type { ListFilter, Page } from "./list.ts";
 export type { Change, Outcome, RefusalCode } from "./transitions.ts";
 export { MAX_CLAIMS_PER_COMMIT } from "./claims.ts";
+export type { CallOutcome, Governor } from "./governor.ts";
+
+/** Limits when neither KV nor the environment sets any: everything admitted. */
+export const NO_LIMITS: Limits = {
+  max_calls_per_minute: null,
+  daily_budget_usd: null,
+  monthly_budget_usd: null,
+  pause_on_budget: true,
+  time_zone: "UTC",
+  handler_limits: {},
+};
 
 export interface StoreOptions {
   kv: Deno.Kv;
@@ -25,6 +38,8 @@ export interface StoreOptions {
   now: () => number;
   /** Job id source; defaults to monotonic ULIDs of `now()`. */
   newId?: () => string;
+  /** Limits used until some are stored in KV (env seeds them). */
+  limits?: Limits;
 }
 
 /**
@@ -47,11 +62,13 @@ export function createStore(o: StoreOptions) {
   const newId = o.newId ?? (() => ulid(o.now()));
   const jobs = createJobs(o.kv, keys, o.now, newId);
   const list = createList(o.kv, keys);
+  const governor = createGovernor(o.kv, keys, o.now, o.limits ?? NO_LIMITS);
   return {
     keys,
     jobs: { ...jobs, ...list },
     transitions: createTransitions(o.kv, keys),
-    claims: createClaims(o.kv, keys, o.now),
+    claims: createClaims(o.kv, keys, o.now, governor.limits),
+    governor,
     stats: createStats(o.kv, keys),
     data: createData(o.kv, keys),
     /** Resolves on each change of the wake or control signal keys (any instance's commit). */

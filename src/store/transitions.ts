@@ -7,6 +7,7 @@
  */
 import { type JobEvent, next } from "../lifecycle/mod.ts";
 import type { Job } from "../types.ts";
+import { Ledgers } from "./_ledgers.ts";
 import { Tally, writeChange } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
 
@@ -36,14 +37,14 @@ export function createTransitions(kv: Deno.Kv, keys: Keys) {
       const entries = await getJobs(kv, keys, changes.map((c) => c.id));
       const op = kv.atomic();
       const tally = new Tally();
+      const ledgers = new Ledgers(kv, keys);
       const outcomes: Outcome[] = [];
       for (const [i, change] of changes.entries()) {
-        const entry = entries[i];
-        const outcome = await decide(change, entry, op, tally);
-        outcomes.push(outcome);
+        outcomes.push(await decide(change, entries[i], op, tally, ledgers));
       }
       if (!outcomes.some((o) => o.ok)) return outcomes;
       tally.apply(op, keys);
+      ledgers.write(op);
       const res = await op.commit();
       if (res.ok) return outcomes;
       // Lost a race: another commit changed one of these jobs. Re-read and decide again.
@@ -60,6 +61,7 @@ export function createTransitions(kv: Deno.Kv, keys: Keys) {
     entry: Deno.KvEntryMaybe<Job>,
     op: Deno.AtomicOperation,
     tally: Tally,
+    ledgers: Ledgers,
   ): Promise<Outcome> {
     const job = entry.value;
     if (!job) return { ok: false, code: "not_found", message: `Job "${change.id}" not found` };
@@ -99,14 +101,26 @@ export function createTransitions(kv: Deno.Kv, keys: Keys) {
       }
       op.check(holder);
     }
-    writeChange(op, keys, job, d.job, d.entry, tally);
-    return { ok: true, job: d.job, before: job };
+    const after = await releaseReservation(job, d.job, ledgers);
+    writeChange(op, keys, job, after, d.entry, tally);
+    return { ok: true, job: after, before: job };
   }
 
   return { apply };
 }
 
 const isInactive = (job: Job) => !["queued", "running", "paused"].includes(job.status);
+
+/**
+ * A job that stops running gives back the money it still holds (DESIGN invariant 4: the
+ * reservation is settled to actuals, the rest released). Spend was recorded as it happened.
+ */
+export async function releaseReservation(before: Job, after: Job, ledgers: Ledgers): Promise<Job> {
+  const r = before.reservation;
+  if (before.status !== "running" || after.status === "running" || !r) return after;
+  if (r.reserved_micros > 0) await ledgers.addBoth(r, { reserved: -r.reserved_micros });
+  return { ...after, reservation: { ...r, reserved_micros: 0, admitted_micros: 0 } };
+}
 
 /** True when `job` is running under exactly this lease owner and attempt. */
 export function holds(job: Job, lease: { owner: string; attempt: number }): boolean {

@@ -10,6 +10,7 @@ import { classifyError, PermanentError } from "../errors.ts";
 import type { AnyHandler as Handler, HandlerContext, SpawnRequest } from "../handlers/mod.ts";
 import type { Registry } from "../handlers/mod.ts";
 import { backoffMs } from "../lifecycle/mod.ts";
+import { toMicros } from "../pulse/mod.ts";
 import type { Store } from "../store/mod.ts";
 import type { ErrorContext, Job } from "../types.ts";
 import { createJobLog } from "./log.ts";
@@ -38,7 +39,7 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
   const { store, clock } = deps;
   const lease = { owner: job.lease!.owner, attempt: job.attempt };
   const handler = deps.registry.get(job.handler_name);
-  const fail = (ec: ErrorContext, cost = 0) =>
+  const fail = (ec: ErrorContext) =>
     store.transitions.apply([{
       id: job.id,
       lease,
@@ -47,7 +48,6 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
         now: clock.now(),
         error_context: ec,
         backoff_ms: backoffMs(j.retry_count + 1, deps.random()),
-        cost_actual: cost,
       }),
     }]);
   if (!handler) {
@@ -60,8 +60,8 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
     );
     return await fail(permanent("validate", `Payload no longer valid: ${detail.join("; ")}`));
   }
-  const cost = { usd: job.cost_actual };
-  const ctx = buildContext(job, handler, parsed.data, deps, control.signal, lease, cost);
+  const pending: Promise<unknown>[] = []; // cost records still being written
+  const ctx = buildContext(job, handler, parsed.data, deps, control, lease, pending);
   const taken = new Promise<"taken">((resolve) => {
     control.signal.addEventListener("abort", () => {
       if (control.signal.reason === "taken") resolve("taken");
@@ -76,6 +76,7 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
   } catch (error) {
     outcome = { ok: false, error };
   }
+  await Promise.allSettled(pending);
   if (outcome === "taken") return;
   if (outcome.ok) {
     const size = JSON.stringify(outcome.result ?? null)?.length ?? 0;
@@ -89,7 +90,6 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
         type: "complete",
         now: clock.now(),
         result: outcome.result ?? null,
-        cost_actual: cost.usd,
       }),
     }]);
   }
@@ -100,7 +100,7 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
       event: () => ({ type: "requeue", now: clock.now(), reason: "Pool stopped" }),
     }]);
   }
-  return await fail(classifyError(outcome.error, "run"), cost.usd);
+  return await fail(classifyError(outcome.error, "run"));
 }
 
 function permanent(stage: string, message: string): ErrorContext {
@@ -112,11 +112,12 @@ function buildContext<P>(
   handler: Handler,
   payload: P,
   deps: ExecuteDeps,
-  signal: AbortSignal,
+  control: AbortController,
   lease: { owner: string; attempt: number },
-  cost: { usd: number },
+  pending: Promise<unknown>[],
 ): HandlerContext<P> {
   const { store } = deps;
+  const signal = control.signal;
   let spawned = 0;
   const touch = async (patch: (j: Job) => Partial<Job>) => {
     const after = await store.jobs.touch(job.id, lease, patch);
@@ -140,22 +141,21 @@ function buildContext<P>(
       return touch((j) => ({ progress: { current, total: total ?? j.progress.total } }));
     },
     pulse: {
-      call: (options) => {
+      async call(options) {
         signal.throwIfAborted();
-        const usd = options?.cost_usd ?? 0;
-        if (!Number.isFinite(usd) || usd < 0) {
-          return Promise.reject(
-            new RangeError(`Cannot admit a call of cost ${usd}: use a number ≥ 0`),
-          );
-        }
-        return Promise.resolve();
+        const micros = toMicros(options?.cost_usd ?? 0);
+        const admitted = await store.governor.admitCall(job.id, lease, micros);
+        if (admitted.ok) return;
+        // The job is paused (or gone) already, in the refusal's commit: walk away at once.
+        control.abort("taken");
+        throw new CallRefused(admitted.reason);
       },
     },
-    recordCost: (usd) => {
-      if (!Number.isFinite(usd) || usd < 0) {
-        throw new RangeError(`Cannot record cost ${usd}: use a number ≥ 0`);
-      }
-      cost.usd = Math.round((cost.usd + usd) * 1e6) / 1e6;
+    recordCost(usd) {
+      const micros = toMicros(usd);
+      const write = micros > 0 ? store.governor.recordCost(job.id, micros) : Promise.resolve(null);
+      pending.push(write);
+      return write.then(() => {});
     },
     spawn: (child) => spawn(child, String(spawned++)),
     checkpoint: (data) => touch(() => ({ checkpoint: data })),
@@ -195,5 +195,13 @@ function buildContext<P>(
     if (!r.ok) throw new Error(r.message);
     if (r.created) deps.wake();
     return { id: r.job.id, created: r.created };
+  }
+}
+
+/** Thrown into a handler by `ctx.pulse.call` when the governor refuses the call. */
+export class CallRefused extends Error {
+  constructor(readonly reason: string) {
+    super(`Call refused (${reason}): the job is paused and resumes by itself when room appears`);
+    this.name = "CallRefused";
   }
 }

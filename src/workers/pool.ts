@@ -14,6 +14,7 @@ import type { Store } from "../store/mod.ts";
 import type { Job } from "../types.ts";
 import { execute } from "./execute.ts";
 import { poolMachine, workerMachine } from "./machines.ts";
+import { resumeWaiting } from "./resume.ts";
 import { createWakeup } from "./wakeup.ts";
 
 export interface PoolOptions {
@@ -40,10 +41,17 @@ export function createPool(o: PoolOptions) {
   const random = o.random ?? Math.random;
   const actor = createActor(poolMachine).start();
   const wakeup = createWakeup(clock);
+  const governWakeup = createWakeup(clock);
   const stopping = new AbortController();
   const running = new Map<string, Running>();
   const workers = Array.from({ length: o.workers }, () => createActor(workerMachine).start());
-  for (const w of workers) w.subscribe((s) => s.matches("idle") && wakeup.notify());
+  for (const w of workers) {
+    w.subscribe((s) => {
+      if (!s.matches("idle")) return;
+      wakeup.notify();
+      governWakeup.notify(); // a finished job may have released money
+    });
+  }
   const deps = { store, registry: o.registry, clock, random, wake: () => wakeup.notify() };
   const leaseOf = (job: Job) => ({ owner: o.owner, attempt: job.attempt });
   let loops: Promise<unknown>[] = [];
@@ -66,11 +74,26 @@ export function createPool(o: PoolOptions) {
           max: idle.length,
           lease_ms: o.lease_ms,
         });
+        if (stopping.signal.aborted) {
+          // stop() began while this claim was in flight: give the jobs back, never start them
+          // (stop() no longer waits for new runs, so they would be left running).
+          await requeue(jobs, "Pool stopped before the job started");
+          break;
+        }
         jobs.forEach((job, i) => run(idle[i], job));
         if (jobs.length) continue;
       }
       await wakeup.wait(await delay(idle.length > 0), stopping.signal);
     }
+  }
+
+  async function requeue(jobs: Job[], reason: string) {
+    if (!jobs.length) return;
+    await store.transitions.apply(jobs.map((job) => ({
+      id: job.id,
+      lease: leaseOf(job),
+      event: () => ({ type: "requeue" as const, now: clock.now(), reason }),
+    })));
   }
 
   /** How long to sleep: until the next scheduled job, at most the poll interval. */
@@ -129,6 +152,18 @@ export function createPool(o: PoolOptions) {
     }
   }
 
+  /** Resumes jobs paused for budget or rate as room appears (see resume.ts). */
+  async function govern() {
+    while (!stopping.signal.aborted) {
+      const { next_at } = await resumeWaiting(store, () => clock.now()).catch((err) => {
+        console.error("Self-resume round failed:", err);
+        return { next_at: null };
+      });
+      const until = next_at === null ? o.poll_interval_ms : Math.max(1, next_at - clock.now());
+      await governWakeup.wait(Math.min(o.poll_interval_ms, until), stopping.signal);
+    }
+  }
+
   /** Wakes on any instance's enqueue; aborts local jobs another actor took away. */
   async function watch() {
     const stream = store.watchSignals();
@@ -139,6 +174,7 @@ export function createPool(o: PoolOptions) {
       const { done, value } = await reader.read().catch(() => ({ done: true, value: undefined }));
       if (done || !value) break;
       wakeup.notify();
+      governWakeup.notify();
       const control = value[1].versionstamp;
       if (control !== lastControl) {
         lastControl = control;
@@ -163,7 +199,7 @@ export function createPool(o: PoolOptions) {
 
   return {
     start() {
-      loops = [dispatch(), heartbeat(), sweep(), watch()];
+      loops = [dispatch(), heartbeat(), sweep(), watch(), govern()];
       actor.send({ type: "started" });
     },
     /** Stops claiming, aborts handlers, waits up to the stop timeout, re-queues the rest. */
@@ -172,6 +208,7 @@ export function createPool(o: PoolOptions) {
       actor.send({ type: "stop" });
       stopping.abort();
       wakeup.notify();
+      governWakeup.notify();
       for (const r of running.values()) r.control.abort("stop");
       const allDone = Promise.all([...running.values()].map((r) => r.done));
       const timeout = new AbortController();
@@ -193,7 +230,10 @@ export function createPool(o: PoolOptions) {
       actor.send({ type: "stopped" });
     },
     /** Wakes the dispatcher now (new work in this process). */
-    wake: () => wakeup.notify(),
+    wake: () => {
+      wakeup.notify();
+      governWakeup.notify();
+    },
     /** Checks at once whether a local job was taken away (cancel/pause in this process). */
     checkTaken,
     sweepOnce,
