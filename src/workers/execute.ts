@@ -39,7 +39,7 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
   const { store, clock } = deps;
   const lease = { owner: job.lease!.owner, attempt: job.attempt };
   const handler = deps.registry.get(job.handler_name);
-  const fail = (ec: ErrorContext) =>
+  const fail = (ec: ErrorContext, minDelayMs = 0) =>
     store.transitions.apply([{
       id: job.id,
       lease,
@@ -47,7 +47,7 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
         type: "fail",
         now: clock.now(),
         error_context: ec,
-        backoff_ms: backoffMs(j.retry_count + 1, deps.random()),
+        backoff_ms: Math.max(minDelayMs, backoffMs(j.retry_count + 1, deps.random())),
       }),
     }]);
   if (!handler) {
@@ -83,15 +83,24 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
     if (size > MAX_RESULT_BYTES) {
       return await fail(permanent("result", `Result is ${size} bytes, over ${MAX_RESULT_BYTES}`));
     }
-    return await store.transitions.apply([{
-      id: job.id,
-      lease,
-      event: () => ({
-        type: "complete",
-        now: clock.now(),
-        result: outcome.result ?? null,
-      }),
-    }]);
+    try {
+      return await store.transitions.apply([{
+        id: job.id,
+        lease,
+        event: () => ({
+          type: "complete",
+          now: clock.now(),
+          result: outcome.result ?? null,
+        }),
+      }]);
+    } catch (err) {
+      // Payload + checkpoint + result can pass KV's 64 KiB per value even when each is under
+      // its own limit: fail the job at once rather than leave it running until its lease ends.
+      if (!(err instanceof TypeError && /too large/i.test(err.message))) throw err;
+      return await fail(
+        permanent("result", `Result does not fit in the job record: ${err.message}`),
+      );
+    }
   }
   if (control.signal.aborted && control.signal.reason === "stop") {
     return await store.transitions.apply([{
@@ -100,7 +109,9 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
       event: () => ({ type: "requeue", now: clock.now(), reason: "Pool stopped" }),
     }]);
   }
-  return await fail(classifyError(outcome.error, "run"));
+  // A handler may say when a retry can succeed (e.g. HTTP Retry-After): never retry sooner.
+  const after = Number((outcome.error as { retry_after_ms?: unknown })?.retry_after_ms);
+  return await fail(classifyError(outcome.error, "run"), Number.isFinite(after) ? after : 0);
 }
 
 function permanent(stage: string, message: string): ErrorContext {
