@@ -83,7 +83,9 @@ export function createPool(o: PoolOptions) {
         jobs.forEach((job, i) => run(idle[i], job));
         if (jobs.length) continue;
       }
-      await wakeup.wait(await delay(idle.length > 0), stopping.signal);
+      // The deadline is absolute: time that passed while reading it does not lengthen the sleep.
+      const at = await wakeAt(idle.length > 0);
+      await wakeup.wait(Math.max(1, at - clock.now()), stopping.signal);
     }
   }
 
@@ -96,12 +98,12 @@ export function createPool(o: PoolOptions) {
     })));
   }
 
-  /** How long to sleep: until the next scheduled job, at most the poll interval. */
-  async function delay(hasIdle: boolean): Promise<number> {
-    if (!hasIdle) return o.poll_interval_ms;
+  /** When to wake (epoch ms): at the next scheduled job, at most a poll interval from now. */
+  async function wakeAt(hasIdle: boolean): Promise<number> {
+    const poll = clock.now() + o.poll_interval_ms;
+    if (!hasIdle) return poll;
     const at = await store.claims.nextRunAt();
-    if (at === null) return o.poll_interval_ms;
-    return Math.min(o.poll_interval_ms, Math.max(1, at - clock.now()));
+    return at === null ? poll : Math.min(poll, at);
   }
 
   /** Renews the lease of every running job; a job whose lease is gone is abandoned. */
