@@ -82,19 +82,24 @@ async function openKv(config: Config) {
     const kv = await Deno.openKv();
     return { kv, where: "Deno Deploy KV", close: () => kv.close() };
   }
-  const path = config.kv_path;
-  const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : ".";
-  await Deno.mkdir(dir || "/", { recursive: true });
+  const configured = config.kv_path;
+  const slash = configured.lastIndexOf("/");
+  const dir = slash >= 0 ? configured.slice(0, slash) || "/" : ".";
+  await Deno.mkdir(dir, { recursive: true });
+  // The lock belongs to the real file, so a second process that reaches the same file through
+  // a symlink meets the same lock. A file not created yet is named by its folder's real path.
+  const path = await Deno.realPath(configured).catch(async () =>
+    `${await Deno.realPath(dir)}/${configured.slice(slash + 1)}`
+  );
   const lockFile = await Deno.open(`${path}.lock`, { create: true, write: true });
   const locked = await Promise.race([
     lockFile.lock(true).then(() => true),
     new Promise<false>((r) => setTimeout(() => r(false), 500)),
   ]);
   if (!locked) {
+    const via = path === configured ? "" : ` (PULSE_KV_PATH "${configured}")`;
     throw new Error(
-      `KV file "${await Deno.realPath(path).catch(() =>
-        path
-      )}" is in use by another Pulse process ` +
+      `KV file "${path}"${via} is in use by another Pulse process ` +
         `(lock "${path}.lock" is held). Stop it, or set PULSE_KV_PATH to another file`,
     );
   }
