@@ -11,6 +11,17 @@ import { loadHandlers } from "./src/handlers/mod.ts";
 import type { Config } from "./src/config.ts";
 import { createPulse } from "./src/pulse.ts";
 
+/** The instance this process runs, for the Deploy cron below. */
+let current: ReturnType<typeof createPulse> | null = null;
+
+// Deno Deploy may freeze an idle isolate, and with it the pool's timers; a cron tick (registered
+// at module top level, as Deploy requires) still sweeps expired leases there once a minute.
+if (Deno.env.get("DENO_DEPLOYMENT_ID")) {
+  Deno.cron("pulse lease sweep", "* * * * *", async () => {
+    await current?.pool.sweepOnce();
+  });
+}
+
 async function main() {
   const config = loadConfig(Deno.env.toObject());
   if (Deno.env.get("DENO_DEPLOYMENT_ID") && !config.PULSE_API_TOKEN) {
@@ -31,10 +42,12 @@ async function main() {
     poll_interval_ms: config.PULSE_POLL_INTERVAL_MS,
     lease_ms: config.PULSE_LEASE_MS,
     stop_timeout_ms: config.PULSE_STOP_TIMEOUT_MS,
+    graceful_start_phase_ms: config.PULSE_GRACEFUL_START_PHASE_MS,
+    retention: config.retention,
     token: config.PULSE_API_TOKEN,
     limits: config.limits,
   });
-  pulse.start();
+  // Serve first: if the port is taken, Pulse exits before its pool has claimed any job.
   const server = Deno.serve({
     port: config.PORT,
     hostname: config.host,
@@ -48,6 +61,8 @@ async function main() {
       }
     },
   }, pulse.app.fetch);
+  pulse.start();
+  current = pulse;
 
   let stopping = false;
   const stop = async (signal: string) => {

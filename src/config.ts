@@ -8,6 +8,10 @@ import { z } from "zod";
 import type { Limits } from "./types.ts";
 
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
+const DAY = 24 * 3600 * 1000;
+/** A retention age in ms, or "never" (null: keep). */
+const age = (def: number) =>
+  z.union([z.literal("never").transform(() => null), z.coerce.number().int().min(0)]).default(def);
 const optionalText = z.string().trim().min(1).optional().catch(undefined);
 
 const Env = z.object({
@@ -24,6 +28,9 @@ const Env = z.object({
   PULSE_GRACEFUL_START_PHASE_MS: int(10_000),
   PULSE_STOP_TIMEOUT_MS: int(10_000),
   PULSE_LEASE_MS: int(15_000, 100),
+  PULSE_RETENTION_COMPLETED_MS: age(7 * DAY),
+  PULSE_RETENTION_FAILED_MS: age(30 * DAY),
+  PULSE_RETENTION_CANCELLED_MS: age(7 * DAY),
   PULSE_MAX_CALLS_PER_MINUTE: z.coerce.number().int().min(1).max(5000).optional(),
   PULSE_DAILY_BUDGET_USD: z.coerce.number().nonnegative().max(1e9).optional(),
   PULSE_MONTHLY_BUDGET_USD: z.coerce.number().nonnegative().max(1e9).optional(),
@@ -38,7 +45,12 @@ const Env = z.object({
   }, "Unknown IANA time zone"),
 });
 
-export type Config = z.infer<typeof Env> & { host: string; kv_path: string; limits: Limits };
+export type Config = z.infer<typeof Env> & {
+  host: string;
+  kv_path: string;
+  limits: Limits;
+  retention: { completed: number | null; failed: number | null; cancelled: number | null };
+};
 
 /**
  * Reads the configuration from `env`. Throws a `TypeError` naming every bad variable.
@@ -63,6 +75,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     ...c,
     host: c.PULSE_HOST ?? (c.PULSE_API_TOKEN ? "0.0.0.0" : "127.0.0.1"),
     kv_path: c.PULSE_KV_PATH ?? "./data/pulse.sqlite",
+    retention: {
+      completed: c.PULSE_RETENTION_COMPLETED_MS,
+      failed: c.PULSE_RETENTION_FAILED_MS,
+      cancelled: c.PULSE_RETENTION_CANCELLED_MS,
+    },
     // Seeds only: limits stored in KV (changed through the API) win at the next start.
     limits: {
       max_calls_per_minute: c.PULSE_MAX_CALLS_PER_MINUTE ?? null,

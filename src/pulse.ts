@@ -9,7 +9,7 @@ import type { OpenAPIHono } from "@hono/zod-openapi";
 import { createApp, createService } from "./api/mod.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import type { Registry } from "./handlers/mod.ts";
-import { createStore, type Store } from "./store/mod.ts";
+import { createStore, type RetentionAges, type Store } from "./store/mod.ts";
 import type { Limits } from "./types.ts";
 import { createPool, type Pool } from "./workers/mod.ts";
 
@@ -22,6 +22,9 @@ export interface PulseOptions {
   poll_interval_ms?: number;
   lease_ms?: number;
   stop_timeout_ms?: number;
+  graceful_start_phase_ms?: number;
+  /** Finished jobs older than this (ms, per status) are pruned; null keeps them. */
+  retention?: RetentionAges;
   /** Limits until some are stored in KV (the environment seeds them). */
   limits?: Limits;
   /** Bearer token every /api/ route requires (PULSE_API_TOKEN). */
@@ -67,6 +70,8 @@ export function createPulse(o: PulseOptions): Pulse {
     poll_interval_ms: o.poll_interval_ms ?? 1000,
     lease_ms: o.lease_ms ?? 15_000,
     stop_timeout_ms: o.stop_timeout_ms ?? 10_000,
+    graceful_start_phase_ms: o.graceful_start_phase_ms ?? 0,
+    retention: o.retention,
     random: o.random,
   });
   const service = createService({

@@ -32,6 +32,7 @@ export class Tally {
 }
 
 const isActive = (s: JobStatus) => ACTIVE_STATUSES.includes(s);
+const isFinished = (s: JobStatus) => s === "completed" || s === "failed" || s === "cancelled";
 
 /** Why a paused job waits for the governor (budget/rate), or null (not paused, or by a user). */
 function waitingFor(job: Job) {
@@ -94,6 +95,10 @@ export function writeChange(
   if (after.status === "queued") op.set(keys.ready(after), after.id);
   if (before.lease) op.delete(keys.lease(before));
   if (after.lease) op.set(keys.lease(after), after.lease.owner);
+  if (isFinished(before.status) && before.status !== after.status) op.delete(keys.finished(before));
+  if (isFinished(after.status) && before.status !== after.status) {
+    op.set(keys.finished(after), true);
+  }
   const waiting = waitingFor(after);
   if (waitingFor(before) && !waiting) op.delete(keys.waiting(after.id));
   if (waiting) op.set(keys.waiting(after.id), waiting);
@@ -110,6 +115,7 @@ export function writeRemoval(op: Deno.AtomicOperation, keys: Keys, job: Job, t: 
   if (job.status === "queued") op.delete(keys.ready(job));
   if (job.lease) op.delete(keys.lease(job));
   if (waitingFor(job)) op.delete(keys.waiting(job.id));
+  if (isFinished(job.status)) op.delete(keys.finished(job));
   if (job.source && isActive(job.status)) op.delete(keys.active(job.handler_name, job.source));
   t.move(job.status, null);
 }

@@ -11,6 +11,10 @@ import { Tally, writeNew, writeRemoval } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
 import { getJobs, holds } from "./transitions.ts";
 
+export type FinishedStatus = "completed" | "failed" | "cancelled";
+/** Age (ms) after which finished jobs are pruned, per status; null keeps them. */
+export type RetentionAges = Record<FinishedStatus, number | null>;
+
 /** A job to create; fields as the API's enqueue body, resolved to defaults. */
 export interface NewJob {
   handler_name: string;
@@ -142,23 +146,48 @@ export function createJobs(kv: Deno.Kv, keys: Keys, now: () => number, newId: ()
     return null;
   }
 
-  /** Removes a final job's record and indexes (one commit), then its history. */
-  async function remove(id: string): Promise<boolean> {
+  /**
+   * Removes a job: its history and spawn links first (each deletion is idempotent), then the
+   * record with all its index keys and counters in one checked commit. A crash in between
+   * leaves the job indexed, so the next removal finishes it.
+   */
+  async function remove(id: string, expect: (job: Job) => boolean = () => true): Promise<boolean> {
+    const first = (await kv.get<Job>(keys.job(id))).value;
+    if (!first || !expect(first)) return false;
+    await deletePrefix(kv, keys.events(id));
+    await deletePrefix(kv, keys.spawned(id));
     for (let round = 0; round < 32; round++) {
       const entry = await kv.get<Job>(keys.job(id));
-      if (!entry.value) return false;
+      if (!entry.value || !expect(entry.value)) return false;
       const tally = new Tally();
       const op = kv.atomic().check(entry);
       writeRemoval(op, keys, entry.value, tally);
       tally.apply(op, keys);
-      if ((await op.commit()).ok) break;
+      if ((await op.commit()).ok) return true;
     }
-    await deletePrefix(kv, keys.events(id));
-    await deletePrefix(kv, keys.spawned(id));
-    return true;
+    throw new Error(`Cannot remove job "${id}": too many concurrent updates`);
   }
 
-  return { insert, get, getMany, touch, remove };
+  /**
+   * Retention: removes up to `limit` jobs per status that finished at least `ages[status]` ms
+   * before `now` (oldest first). Returns how many were removed.
+   */
+  async function prune(now: number, ages: RetentionAges, limit = 500): Promise<number> {
+    let removed = 0;
+    for (const [status, age] of Object.entries(ages) as [FinishedStatus, number | null][]) {
+      if (age === null) continue;
+      const end = keys.finishedUntil(status, now - age + 1);
+      const start = keys.finishedUntil(status, 0);
+      for await (const e of kv.list({ start, end }, { limit })) {
+        const id = e.key[e.key.length - 1] as string;
+        // Only while still finished: a job retried meanwhile is active again and stays.
+        if (await remove(id, (j) => j.status === status)) removed++;
+      }
+    }
+    return removed;
+  }
+
+  return { insert, get, getMany, touch, remove, prune };
 }
 
 function build(id: string, item: NewJob, t: number): Job {

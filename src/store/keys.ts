@@ -14,6 +14,8 @@
  * |                                        |                    | source ≠ "" (checked absent when set: dedup)    |
  * | P,"ready",run_at_ms,priority,id        | id                 | present exactly while the job is queued         |
  * | P,"leases",expires_ms,id               | owner              | present exactly while the job is running        |
+ * | P,"finished",status,ms,id              | true               | present while completed/failed/cancelled, at    |
+ * |                                        |                    | completed_at (retention walks it)               |
  * | P,"events",id,seq                      | JobEvent           | every commit that changes a job                 |
  * | P,"spawned",parent_id,key              | child id           | jobs.insert of a child via ctx.spawn (checked)  |
  * | P,"stats",status,"in" / "out"          | Deno.KvU64         | `sum` in the same commit as each status change  |
@@ -54,6 +56,14 @@ export function createKeys(prefix: Prefix) {
     lease: (job?: Job): Deno.KvKey =>
       job?.lease ? [...P, "leases", Date.parse(job.lease.expires_at), job.id] : [...P, "leases"],
     leasesUntil: (ms: number): Deno.KvKey => [...P, "leases", ms],
+    finished: (job: Pick<Job, "status" | "completed_at" | "id">): Deno.KvKey => [
+      ...P,
+      "finished",
+      job.status,
+      Date.parse(job.completed_at ?? "") || 0,
+      job.id,
+    ],
+    finishedUntil: (status: JobStatus, ms: number): Deno.KvKey => [...P, "finished", status, ms],
     events: (id: string): Deno.KvKey => [...P, "events", id],
     event: (id: string, seq: number): Deno.KvKey => [...P, "events", id, seq],
     spawned: (parent: string, key?: string): Deno.KvKey => tail([...P, "spawned", parent], key),

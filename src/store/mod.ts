@@ -16,7 +16,7 @@ import { createStats } from "./stats.ts";
 import { createTransitions } from "./transitions.ts";
 import type { Limits } from "../types.ts";
 
-export type { InsertOutcome, NewJob } from "./jobs.ts";
+export type { InsertOutcome, NewJob, RetentionAges } from "./jobs.ts";
 export type { ListFilter, Page } from "./list.ts";
 export type { Change, Outcome, RefusalCode } from "./transitions.ts";
 export { MAX_CLAIMS_PER_COMMIT } from "./claims.ts";

@@ -10,7 +10,7 @@ import type { Clock } from "../clock.ts";
 import { iso } from "../clock.ts";
 import type { Registry } from "../handlers/mod.ts";
 import { backoffMs } from "../lifecycle/mod.ts";
-import type { Store } from "../store/mod.ts";
+import type { RetentionAges, Store } from "../store/mod.ts";
 import type { Job } from "../types.ts";
 import { execute } from "./execute.ts";
 import { poolMachine, workerMachine } from "./machines.ts";
@@ -27,8 +27,15 @@ export interface PoolOptions {
   poll_interval_ms: number;
   lease_ms: number;
   stop_timeout_ms: number;
+  /** After a start, jobs recovered from expired leases are spread over this long (ms). */
+  graceful_start_phase_ms?: number;
+  /** Finished jobs older than this (ms, per status) are pruned; null keeps them. */
+  retention?: RetentionAges;
   random?: () => number;
 }
+
+/** How often the retention loop looks for finished jobs to prune (clock ms). */
+const RETENTION_EVERY_MS = 60_000;
 
 interface Running {
   job: Job;
@@ -55,6 +62,7 @@ export function createPool(o: PoolOptions) {
   const deps = { store, registry: o.registry, clock, random, wake: () => wakeup.notify() };
   const leaseOf = (job: Job) => ({ owner: o.owner, attempt: job.attempt });
   let loops: Promise<unknown>[] = [];
+  let startedAt = clock.now();
 
   function run(worker: (typeof workers)[number], job: Job) {
     const control = new AbortController();
@@ -125,9 +133,8 @@ export function createPool(o: PoolOptions) {
   async function sweep() {
     const every = Math.max(1, Math.min(5000, Math.floor(o.lease_ms / 2)));
     while (!stopping.signal.aborted) {
+      await sweepOnce().catch((err) => console.error("Lease sweep failed:", err));
       await clock.sleep(every, stopping.signal);
-      if (stopping.signal.aborted) break;
-      await sweepOnce();
     }
   }
 
@@ -137,20 +144,40 @@ export function createPool(o: PoolOptions) {
       const now = clock.now();
       const ids = await store.claims.expired(now, 50);
       if (!ids.length) return expired;
-      const outcomes = await store.transitions.apply(ids.map((id) => ({
+      // Opening: within the graceful start phase, recovered jobs are spread over what is left
+      // of it (run_at), so a restart after a crash does not release them all at once. Fresh
+      // work (run_at = now) goes first.
+      const phaseLeft = Math.max(0, startedAt + (o.graceful_start_phase_ms ?? 0) - now);
+      const outcomes = await store.transitions.apply(ids.map((id, i) => ({
         id,
         unless: (j: Job) =>
           j.lease && Date.parse(j.lease.expires_at) > now ? `Lease of "${id}" was renewed` : null,
         event: (j: Job) => ({
           type: "expire" as const,
           now,
-          backoff_ms: backoffMs(j.retry_count + 1, random()),
+          backoff_ms: Math.max(
+            backoffMs(j.retry_count + 1, random()),
+            Math.floor((phaseLeft * (i + 1)) / ids.length),
+          ),
           reason: `Lease of "${j.lease?.owner}" expired at ${j.lease?.expires_at}`,
         }),
       })));
       const done = outcomes.filter((x) => x.ok).length;
       expired += done;
       if (!done) return expired;
+    }
+  }
+
+  /** Prunes finished jobs past their retention age, in rounds of 500. */
+  async function retain() {
+    const ages = o.retention;
+    if (!ages) return;
+    while (!stopping.signal.aborted) {
+      const removed = await store.jobs.prune(clock.now(), ages, 500).catch((err) => {
+        console.error("Retention round failed:", err);
+        return 0;
+      });
+      if (removed < 500) await clock.sleep(RETENTION_EVERY_MS, stopping.signal);
     }
   }
 
@@ -201,7 +228,8 @@ export function createPool(o: PoolOptions) {
 
   return {
     start() {
-      loops = [dispatch(), heartbeat(), sweep(), watch(), govern()];
+      startedAt = clock.now();
+      loops = [dispatch(), heartbeat(), sweep(), watch(), govern(), retain()];
       actor.send({ type: "started" });
     },
     /** Stops claiming, aborts handlers, waits up to the stop timeout, re-queues the rest. */
