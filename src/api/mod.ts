@@ -22,6 +22,8 @@ export type { PoolStatus } from "./routes_system.ts";
 
 /** Largest request body accepted by the single-job routes. */
 export const MAX_BODY_BYTES = 1024 * 1024;
+/** Largest body of `POST /api/pulse/jobs/batch`. */
+export const MAX_BATCH_BODY_BYTES = 16 * 1024 * 1024;
 
 export interface AppDeps {
   store: Store;
@@ -62,15 +64,16 @@ export function createApp(d: AppDeps): OpenAPIHono {
       await next();
     });
   }
-  app.use(
-    "/api/*",
+  const limit = (maxSize: number) =>
     bodyLimit({
-      maxSize: MAX_BODY_BYTES,
+      maxSize,
       onError: () => {
-        throw new PulseError("payload_too_large", `Request body is over ${MAX_BODY_BYTES} bytes`);
+        throw new PulseError("payload_too_large", `Request body is over ${maxSize} bytes`);
       },
-    }),
-  );
+    });
+  const small = limit(MAX_BODY_BYTES);
+  const large = limit(MAX_BATCH_BODY_BYTES);
+  app.use("/api/*", (c, next) => (c.req.path === "/api/pulse/jobs/batch" ? large : small)(c, next));
   addJobRoutes(app, d.service, d.store);
   addSystemRoutes(app, d.store, d.registry, d.pool);
   addBudgetRoutes(app, d.store, d.wake);

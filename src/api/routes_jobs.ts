@@ -65,6 +65,38 @@ export function addJobRoutes(app: OpenAPIHono, service: Service, store: Store) {
 
   app.openapi(
     createRoute({
+      method: "post",
+      path: "/api/pulse/jobs/batch",
+      summary: "Enqueue up to 10,000 jobs (validated all-or-nothing; dedup per item)",
+      request: {
+        body: {
+          content: {
+            "application/json": {
+              schema: z.strictObject({ jobs: z.array(EnqueueRequest).min(1) }),
+            },
+          },
+          required: true,
+        },
+      },
+      responses: {
+        200: json(
+          z.object({ jobs: z.array(z.object({ job: Job, created: z.boolean() })) }),
+          "One entry per job, in order",
+        ),
+        ...errors,
+        413: json(ErrorBody, "Over 10,000 jobs or 16 MiB"),
+        422: json(ErrorBody, "Unknown handler or parent"),
+      },
+    }),
+    async (c) => {
+      const results = await service.enqueueBatch(c.req.valid("json").jobs);
+      const shown = await service.present(results.map((r) => r.job));
+      return c.json({ jobs: results.map((r, i) => ({ job: shown[i], created: r.created })) }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
       method: "get",
       path: "/api/pulse/jobs",
       summary: "List jobs, oldest first",

@@ -24,6 +24,9 @@ export interface ServiceDeps {
 /** Largest payload accepted, serialised (a job record must fit one 64 KiB KV value). */
 export const MAX_PAYLOAD_BYTES = 48 * 1024;
 
+/** Most jobs in one `POST /api/pulse/jobs/batch`. */
+export const MAX_BATCH_JOBS = 10_000;
+
 export type Verb = "pause" | "resume" | "cancel" | "retry";
 
 export function createService(d: ServiceDeps) {
@@ -77,6 +80,40 @@ export function createService(d: ServiceDeps) {
     if (!r.ok) throw new PulseError(r.code, r.message);
     if (r.created) d.notify("wake");
     return r;
+  }
+
+  /**
+   * All-or-nothing validation of every item (issues under `jobs.<i>.…`), then one insert of all,
+   * committed in chunks within KV's limits; deduplication applies per item.
+   */
+  async function enqueueBatch(reqs: EnqueueRequest[]) {
+    if (reqs.length > MAX_BATCH_JOBS) {
+      throw new PulseError(
+        "payload_too_large",
+        `Batch has ${reqs.length} jobs; the limit is ${MAX_BATCH_JOBS}`,
+      );
+    }
+    const prepared = reqs.map((req, i) => {
+      try {
+        return prepare(req);
+      } catch (err) {
+        if (!(err instanceof PulseError)) throw err;
+        const issues = err.issues?.map((x) => ({ ...x, path: `jobs.${i}.${x.path}` }));
+        throw new PulseError(err.code, `Job ${i}: ${err.message}`, issues);
+      }
+    });
+    const parents = [
+      ...new Set(prepared.map((p) => p.parent_job_id).filter((x): x is string => !!x)),
+    ];
+    const found = await d.store.jobs.getMany(parents);
+    const missing = parents.find((_, i) => !found[i]);
+    if (missing) throw new PulseError("unknown_parent", `Parent job "${missing}" not found`);
+    const results = await d.store.jobs.insert(prepared);
+    if (results.some((r) => r.ok && r.created)) d.notify("wake");
+    return results.map((r, i) => {
+      if (!r.ok) throw new PulseError(r.code, `Job ${i}: ${r.message}`);
+      return { job: r.job, created: r.created };
+    });
   }
 
   async function get(id: string): Promise<Job> {
@@ -137,7 +174,7 @@ export function createService(d: ServiceDeps) {
     return (Array.isArray(jobs) ? jobs.map(one) : one(jobs as Job)) as T;
   }
 
-  return { prepare, enqueue, get, act, remove, present };
+  return { prepare, enqueue, enqueueBatch, get, act, remove, present };
 }
 
 /** A job that finished between our read and the cancel is simply removed. */

@@ -11,7 +11,7 @@ import type { AnyHandler as Handler, HandlerContext, SpawnRequest } from "../han
 import type { Registry } from "../handlers/mod.ts";
 import { backoffMs } from "../lifecycle/mod.ts";
 import { toMicros } from "../pulse/mod.ts";
-import type { Store } from "../store/mod.ts";
+import type { Change, Outcome, Store } from "../store/mod.ts";
 import type { ErrorContext, Job } from "../types.ts";
 import { createJobLog } from "./log.ts";
 
@@ -22,6 +22,8 @@ export interface ExecuteDeps {
   random: () => number;
   /** Wakes this instance's dispatcher (after a spawn). */
   wake: () => void;
+  /** Commits a job's outcome (group-committed with other workers' outcomes). */
+  settle: (change: Change) => Promise<Outcome>;
 }
 
 /** Why a running job's signal aborted. */
@@ -40,7 +42,7 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
   const lease = { owner: job.lease!.owner, attempt: job.attempt };
   const handler = deps.registry.get(job.handler_name);
   const fail = (ec: ErrorContext, minDelayMs = 0) =>
-    store.transitions.apply([{
+    deps.settle({
       id: job.id,
       lease,
       event: (j) => ({
@@ -49,7 +51,7 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
         error_context: ec,
         backoff_ms: Math.max(minDelayMs, backoffMs(j.retry_count + 1, deps.random())),
       }),
-    }]);
+    });
   if (!handler) {
     return await fail(permanent("dispatch", `No handler named "${job.handler_name}" is loaded`));
   }
@@ -84,15 +86,16 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
       return await fail(permanent("result", `Result is ${size} bytes, over ${MAX_RESULT_BYTES}`));
     }
     try {
-      return await store.transitions.apply([{
+      return await deps.settle({
         id: job.id,
         lease,
+        size_hint: size,
         event: () => ({
           type: "complete",
           now: clock.now(),
           result: outcome.result ?? null,
         }),
-      }]);
+      });
     } catch (err) {
       // Payload + checkpoint + result can pass KV's 64 KiB per value even when each is under
       // its own limit: fail the job at once rather than leave it running until its lease ends.
@@ -103,11 +106,11 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
     }
   }
   if (control.signal.aborted && control.signal.reason === "stop") {
-    return await store.transitions.apply([{
+    return await deps.settle({
       id: job.id,
       lease,
       event: () => ({ type: "requeue", now: clock.now(), reason: "Pool stopped" }),
-    }]);
+    });
   }
   // A handler may say when a retry can succeed (e.g. HTTP Retry-After): never retry sooner.
   const after = Number((outcome.error as { retry_after_ms?: unknown })?.retry_after_ms);

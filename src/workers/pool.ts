@@ -10,7 +10,8 @@ import type { Clock } from "../clock.ts";
 import { iso } from "../clock.ts";
 import type { Registry } from "../handlers/mod.ts";
 import { backoffMs } from "../lifecycle/mod.ts";
-import type { RetentionAges, Store } from "../store/mod.ts";
+import type { Change, Outcome, RetentionAges, Store } from "../store/mod.ts";
+import { createBatcher } from "./batcher.ts";
 import type { Job } from "../types.ts";
 import { execute } from "./execute.ts";
 import { poolMachine, workerMachine } from "./machines.ts";
@@ -33,6 +34,10 @@ export interface PoolOptions {
   retention?: RetentionAges;
   random?: () => number;
 }
+
+/** Outcomes per group commit: ~10 mutations and ≤ 2 checks each, under KV's 1000 / 100. */
+const MAX_SETTLE_BATCH = 40;
+const MAX_SETTLE_BYTES = 480 * 1024;
 
 /** How often the retention loop looks for finished jobs to prune (clock ms). */
 const RETENTION_EVERY_MS = 60_000;
@@ -59,10 +64,45 @@ export function createPool(o: PoolOptions) {
       governWakeup.notify(); // a finished job may have released money
     });
   }
-  const deps = { store, registry: o.registry, clock, random, wake: () => wakeup.notify() };
+  const outcomes = createBatcher(settleMany, MAX_SETTLE_BATCH);
+  const settle = async (change: Change): Promise<Outcome> => {
+    const r = await outcomes.submit(change);
+    if (r instanceof Error) throw r;
+    return r;
+  };
+  const deps = { store, registry: o.registry, clock, random, wake: () => wakeup.notify(), settle };
   const leaseOf = (job: Job) => ({ owner: o.owner, attempt: job.attempt });
   let loops: Promise<unknown>[] = [];
   let startedAt = clock.now();
+
+  /**
+   * Commits outcomes in groups that stay well under KV's 800 KiB per commit; a group that
+   * fails as a whole (a value over 64 KiB) is retried one by one, so only that job sees it.
+   */
+  async function settleMany(changes: Change[]): Promise<(Outcome | Error)[]> {
+    const out: (Outcome | Error)[] = [];
+    let group: Change[] = [];
+    let bytes = 0;
+    const flush = async () => {
+      if (!group.length) return;
+      try {
+        out.push(...await store.transitions.apply(group));
+      } catch (err) {
+        if (group.length === 1) out.push(err instanceof Error ? err : new Error(String(err)));
+        else for (const c of group) out.push(...await settleMany([c]));
+      }
+      group = [];
+      bytes = 0;
+    };
+    for (const c of changes) {
+      const size = (c.size_hint ?? 0) + 4096;
+      if (bytes + size > MAX_SETTLE_BYTES) await flush();
+      group.push(c);
+      bytes += size;
+    }
+    await flush();
+    return out;
+  }
 
   function run(worker: (typeof workers)[number], job: Job) {
     const control = new AbortController();
