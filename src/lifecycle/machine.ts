@@ -1,14 +1,14 @@
 /**
  * The job lifecycle as one XState v5 machine: DESIGN.md's table, and nothing else.
  *
- * The machine's context is the job record; each accepted event's actions compute the next record.
- * It is only ever used through the pure `transition()` (see `next.ts`), never as a running actor,
- * so no timer lives in it: retry delays come back as data (`run_at`).
+ * The machine decides; it is only ever used through the pure `transition()` (see `next.ts`),
+ * never as a running actor, so no timer lives in it and retry delays come back as data
+ * (`run_at`). Each transition names the record changes it makes (actions such as "record_error",
+ * "to_queued"); what each named change does to the job record is written in `patches.ts`.
  *
  * @module
  */
-import { assign, setup } from "xstate";
-import { iso } from "../clock.ts";
+import { setup } from "xstate";
 import type { ErrorContext, Job, Lease, PauseReason } from "../types.ts";
 
 /** Retries allowed after the first attempt (seed: "max 2"). */
@@ -39,77 +39,40 @@ export const JOB_EVENT_TYPES: readonly JobEventType[] = [
   "retry",
 ];
 
+/** Names of the record changes; `patches.ts` implements each. */
+export const PATCH_NAMES = [
+  "start",
+  "finish",
+  "record_error",
+  "to_failed",
+  "to_queued_after_backoff",
+  "to_queued_now",
+  "unpause",
+  "pause",
+  "cancel",
+  "reset_retries",
+] as const;
+export type PatchName = (typeof PATCH_NAMES)[number];
+
 type Ctx = { job: Job };
-type Patch = (job: Job, e: JobEvent) => Partial<Job>;
-const update = (patch: Patch) =>
-  assign<Ctx, JobEvent, undefined, JobEvent, never>({
-    job: ({ context, event }) => ({
-      ...context.job,
-      ...patch(context.job, event),
-      updated_at: iso(event.now),
-    }),
-  });
 
-const toQueued = (runAt: (job: Job, e: JobEvent) => number, retried: boolean) =>
-  update((job, e) => ({
-    lease: null,
-    run_at: iso(runAt(job, e)),
-    retry_count: retried ? job.retry_count + 1 : job.retry_count,
-    cost_actual: costOf(job, e),
-  }));
-const costOf = (job: Job, e: JobEvent) =>
-  "cost_actual" in e && e.cost_actual !== undefined ? e.cost_actual : job.cost_actual;
-const failure = (e: JobEvent): ErrorContext =>
-  e.type === "fail" ? e.error_context : {
-    stage: "lease",
-    code: "timeout",
-    message: e.reason ?? "Lease expired before the job finished",
-    retryable: true,
-    recoverable: true,
-  };
-const recordError = update((_job, e) => ({
-  error_context: failure(e),
-  error: failure(e).message,
-}));
-const toFailed = update((job, e) => ({
-  lease: null,
-  completed_at: iso(e.now),
-  cost_actual: costOf(job, e),
-}));
-const afterBackoff = (_job: Job, e: JobEvent) =>
-  e.now + ("backoff_ms" in e ? Math.max(0, e.backoff_ms) : 0);
-const canRetry = ({ context, event }: { context: Ctx; event: JobEvent }) =>
-  context.job.retry_count < MAX_RETRIES &&
-  (event.type !== "fail" || event.error_context.retryable);
-const unpause = update(() => ({ pulse_state: null }));
-const cancel = {
-  target: "cancelled",
-  actions: update((_j, e) => ({ lease: null, completed_at: iso(e.now) })),
-} as const;
-const pause = {
-  target: "paused",
-  actions: update((_j, e) => ({
-    lease: null,
-    pulse_state: pulseStateOf(e.type === "pause" ? e.pause_reason : "user_requested"),
-  })),
-} as const;
-
-function pulseStateOf(reason: PauseReason) {
-  return {
-    calls_this_minute: 0,
-    calls_remaining: null,
-    spend_today: 0,
-    spend_this_month: 0,
-    budget_remaining: null,
-    is_paused: true,
-    pause_reason: reason,
-  };
+/** Pure guard: another attempt is allowed (retries left, and the error is retryable). */
+export function canRetry(job: Pick<Job, "retry_count">, event: JobEvent): boolean {
+  return job.retry_count < MAX_RETRIES && (event.type !== "fail" || event.error_context.retryable);
 }
+
+// The actions are markers: the pure transition() returns them as data and never runs them.
+const marker = () => {};
+const actions = Object.fromEntries(PATCH_NAMES.map((n) => [n, marker])) as Record<
+  PatchName,
+  () => void
+>;
 
 /** The lifecycle table of DESIGN.md; any pair not listed here is refused. */
 export const jobMachine = setup({
   types: {} as { context: Ctx; events: JobEvent; input: Ctx },
-  guards: { canRetry },
+  guards: { canRetry: ({ context, event }) => canRetry(context.job, event) },
+  actions,
 }).createMachine({
   id: "job",
   context: ({ input }) => input,
@@ -117,65 +80,44 @@ export const jobMachine = setup({
   states: {
     queued: {
       on: {
-        claim: {
-          target: "running",
-          actions: update((job, e) => ({
-            lease: e.type === "claim" ? e.lease : null,
-            attempt: job.attempt + 1,
-            started_at: iso(e.now),
-            pulse_state: null,
-          })),
-        },
-        fail: { target: "failed", actions: [recordError, toFailed] },
-        pause,
-        cancel,
+        claim: { target: "running", actions: "start" },
+        fail: { target: "failed", actions: ["record_error", "to_failed"] },
+        pause: { target: "paused", actions: "pause" },
+        cancel: { target: "cancelled", actions: "cancel" },
       },
     },
     running: {
       on: {
-        complete: {
-          target: "completed",
-          actions: update((job, e) => ({
-            lease: null,
-            completed_at: iso(e.now),
-            result: e.type === "complete" ? e.result : undefined,
-            cost_actual: costOf(job, e),
-          })),
-        },
+        complete: { target: "completed", actions: "finish" },
         fail: [
           {
             guard: "canRetry",
             target: "queued",
-            actions: [recordError, toQueued(afterBackoff, true)],
+            actions: ["record_error", "to_queued_after_backoff"],
           },
-          { target: "failed", actions: [recordError, toFailed] },
+          { target: "failed", actions: ["record_error", "to_failed"] },
         ],
         expire: [
           {
             guard: "canRetry",
             target: "queued",
-            actions: [recordError, toQueued(afterBackoff, true)],
+            actions: ["record_error", "to_queued_after_backoff"],
           },
-          { target: "failed", actions: [recordError, toFailed] },
+          { target: "failed", actions: ["record_error", "to_failed"] },
         ],
-        requeue: { target: "queued", actions: toQueued((_j, e) => e.now, false) },
-        pause,
-        cancel,
+        requeue: { target: "queued", actions: "to_queued_now" },
+        pause: { target: "paused", actions: "pause" },
+        cancel: { target: "cancelled", actions: "cancel" },
       },
     },
     paused: {
       on: {
-        resume: { target: "queued", actions: [unpause, toQueued((_j, e) => e.now, false)] },
-        cancel,
+        resume: { target: "queued", actions: ["unpause", "to_queued_now"] },
+        cancel: { target: "cancelled", actions: "cancel" },
       },
     },
     failed: {
-      on: {
-        retry: {
-          target: "queued",
-          actions: update((_j, e) => ({ retry_count: 0, run_at: iso(e.now), completed_at: null })),
-        },
-      },
+      on: { retry: { target: "queued", actions: "reset_retries" } },
     },
     completed: { type: "final" },
     cancelled: { type: "final" },

@@ -5,12 +5,70 @@
  */
 import { transition } from "xstate";
 import { iso } from "../clock.ts";
-import type { Job, JobEvent as HistoryEntry, JobStatus } from "../types.ts";
-import { type JobEvent, jobMachine } from "./machine.ts";
+import { type Job, JOB_STATUSES, type JobEvent as HistoryEntry, type JobStatus } from "../types.ts";
+import {
+  canRetry,
+  JOB_EVENT_TYPES,
+  type JobEvent,
+  type JobEventType,
+  jobMachine,
+  MAX_RETRIES,
+  type PatchName,
+} from "./machine.ts";
+import { PATCHES } from "./patches.ts";
 
 export type Decision =
   | { ok: true; job: Job; from: JobStatus; to: JobStatus; entry: HistoryEntry }
   | { ok: false; from: JobStatus; event: JobEvent["type"] };
+
+type Answer = { to: JobStatus; patches: PatchName[] } | null;
+
+/** A representative event of each type, for asking the machine. */
+const SAMPLES: Record<JobEventType, (retryable: boolean) => JobEvent> = {
+  claim: () => ({ type: "claim", now: 0, lease: { owner: "", expires_at: "" } }),
+  complete: () => ({ type: "complete", now: 0 }),
+  fail: (retryable) => ({
+    type: "fail",
+    now: 0,
+    backoff_ms: 0,
+    error_context: { stage: "", code: "unknown", message: "", retryable, recoverable: retryable },
+  }),
+  expire: () => ({ type: "expire", now: 0, backoff_ms: 0 }),
+  requeue: () => ({ type: "requeue", now: 0 }),
+  pause: () => ({ type: "pause", now: 0, pause_reason: "user_requested" }),
+  resume: () => ({ type: "resume", now: 0 }),
+  cancel: () => ({ type: "cancel", now: 0 }),
+  retry: () => ({ type: "retry", now: 0 }),
+};
+
+const keyOf = (status: JobStatus, type: JobEventType, guard: boolean) =>
+  `${status}|${type}|${guard}`;
+
+/**
+ * The machine's answers for every (status, event type, guard value), asked once through the
+ * pure `transition()` when this module loads and never changed after. The machine stays the only
+ * source of the table; a decision then costs ~1 µs instead of the ~40 µs of a transition() call.
+ */
+const TABLE: ReadonlyMap<string, Answer> = (() => {
+  const table = new Map<string, Answer>();
+  for (const status of JOB_STATUSES) {
+    for (const type of JOB_EVENT_TYPES) {
+      for (const guard of [true, false]) {
+        const job = { retry_count: guard ? 0 : MAX_RETRIES } as Job;
+        const event = SAMPLES[type](guard);
+        const snapshot = jobMachine.resolveState({ value: status, context: { job } });
+        const [after, actions] = transition(jobMachine, snapshot, event);
+        table.set(
+          keyOf(status, type, guard),
+          after === snapshot
+            ? null
+            : { to: after.value as JobStatus, patches: actions.map((a) => a.type as PatchName) },
+        );
+      }
+    }
+  }
+  return table;
+})();
 
 /**
  * Pure function: the job after `event`, with the history entry to append, or a refusal when
@@ -26,22 +84,28 @@ export type Decision =
  */
 export function next(job: Job, event: JobEvent): Decision {
   const from = job.status;
-  const snapshot = jobMachine.resolveState({ value: from, context: { job } });
-  if (!snapshot.can(event)) return { ok: false, from, event: event.type };
-  const [after] = transition(jobMachine, snapshot, event);
-  const to = after.value as JobStatus;
+  const answer = TABLE.get(keyOf(from, event.type, canRetry(job, event))) ?? null;
+  if (!answer) return { ok: false, from, event: event.type };
+  let changed: Job = { ...job };
+  for (const name of answer.patches) changed = { ...changed, ...PATCHES[name](changed, event) };
   const seq = job.event_seq + 1;
-  const decided: Job = { ...after.context.job, status: to, event_seq: seq };
+  const decided: Job = {
+    ...changed,
+    status: answer.to,
+    event_seq: seq,
+    updated_at: iso(event.now),
+  };
+  const reason = reasonOf(event, decided);
   const entry: HistoryEntry = {
     seq,
     at: iso(event.now),
     event: event.type,
     from,
-    to,
+    to: answer.to,
     attempt: decided.attempt,
-    ...(reasonOf(event, decided) ? { reason: reasonOf(event, decided) } : {}),
+    ...(reason ? { reason } : {}),
   };
-  return { ok: true, job: decided, from, to, entry };
+  return { ok: true, job: decided, from, to: answer.to, entry };
 }
 
 function reasonOf(event: JobEvent, job: Job): string | undefined {

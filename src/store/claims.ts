@@ -63,7 +63,11 @@ export function createClaims(
           : refusal(entry.value, lim, t);
         const d = next(entry.value, event);
         if (!d.ok) continue;
-        const after = admitted && admitted !== true ? { ...d.job, reservation: admitted } : d.job;
+        // A run holds only what its own claim reserved: an earlier run's (released) reservation
+        // would charge this run's calls to the period of that earlier run.
+        const after = !admitted
+          ? d.job
+          : { ...d.job, reservation: admitted === true ? null : admitted };
         op.check(entry);
         writeChange(op, keys, entry.value, after, d.entry, tally);
         changed++;

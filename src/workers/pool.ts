@@ -10,7 +10,13 @@ import type { Clock } from "../clock.ts";
 import { iso } from "../clock.ts";
 import type { Registry } from "../handlers/mod.ts";
 import { backoffMs } from "../lifecycle/mod.ts";
-import type { Change, Outcome, RetentionAges, Store } from "../store/mod.ts";
+import {
+  type Change,
+  MAX_CLAIMS_PER_COMMIT,
+  type Outcome,
+  type RetentionAges,
+  type Store,
+} from "../store/mod.ts";
 import { createBatcher } from "./batcher.ts";
 import type { Job } from "../types.ts";
 import { execute } from "./execute.ts";
@@ -113,22 +119,27 @@ export function createPool(o: PoolOptions) {
     worker.send({ type: "run", jobId: job.id, work: () => done });
   }
 
+  /**
+   * Claimed jobs waiting for a worker. Claiming up to one batch ahead of the workers lets a
+   * single commit claim many jobs, instead of one job per commit as workers free up one by one.
+   */
+  const buffer: Job[] = [];
+  const prefetch = Math.min(o.workers, MAX_CLAIMS_PER_COMMIT);
+
   async function dispatch() {
     while (!stopping.signal.aborted) {
       const idle = workers.filter((w) => w.getSnapshot().matches("idle"));
-      if (idle.length) {
-        const jobs = await store.claims.next({
-          owner: o.owner,
-          max: idle.length,
-          lease_ms: o.lease_ms,
-        });
+      while (idle.length && buffer.length) run(idle.shift()!, buffer.shift()!);
+      const room = o.workers + prefetch - running.size - buffer.length;
+      if (room > 0 && (idle.length > 0 || buffer.length < prefetch / 2)) {
+        const jobs = await store.claims.next({ owner: o.owner, max: room, lease_ms: o.lease_ms });
         if (stopping.signal.aborted) {
           // stop() began while this claim was in flight: give the jobs back, never start them
           // (stop() no longer waits for new runs, so they would be left running).
-          await requeue(jobs, "Pool stopped before the job started");
+          await requeue([...jobs, ...buffer.splice(0)], "Pool stopped before the job started");
           break;
         }
-        jobs.forEach((job, i) => run(idle[i], job));
+        buffer.push(...jobs);
         if (jobs.length) continue;
       }
       // The deadline is absolute: time that passed while reading it does not lengthen the sleep.
@@ -137,6 +148,7 @@ export function createPool(o: PoolOptions) {
     }
   }
 
+  /** Gives claimed jobs back to the queue (not a retry), under this pool's lease. */
   async function requeue(jobs: Job[], reason: string) {
     if (!jobs.length) return;
     await store.transitions.apply(jobs.map((job) => ({
@@ -154,17 +166,21 @@ export function createPool(o: PoolOptions) {
     return at === null ? poll : Math.min(poll, at);
   }
 
+  const renew = (job: Job) =>
+    store.jobs.touch(job.id, leaseOf(job), () => ({
+      lease: { owner: o.owner, expires_at: iso(clock.now() + o.lease_ms) },
+    }));
+
   /** Renews the lease of every running job; a job whose lease is gone is abandoned. */
   async function heartbeat() {
     const every = Math.max(1, Math.floor(o.lease_ms / 3));
     while (!stopping.signal.aborted) {
       await clock.sleep(every, stopping.signal);
       for (const r of [...running.values()]) {
-        const expires_at = iso(clock.now() + o.lease_ms);
-        const renewed = await store.jobs.touch(r.job.id, leaseOf(r.job), () => ({
-          lease: { owner: o.owner, expires_at },
-        }));
-        if (!renewed) r.control.abort("taken");
+        if (!(await renew(r.job))) r.control.abort("taken");
+      }
+      for (const job of [...buffer]) {
+        if (!(await renew(job))) buffer.splice(buffer.indexOf(job), 1);
       }
     }
   }
@@ -254,6 +270,14 @@ export function createPool(o: PoolOptions) {
 
   /** Aborts (reason "taken") every local job that is no longer running under this pool. */
   async function checkTaken() {
+    const queued = [...buffer];
+    const fresh = await store.jobs.getMany(queued.map((j) => j.id));
+    queued.forEach((job, i) => {
+      const j = fresh[i];
+      if (!j || j.status !== "running" || j.lease?.owner !== o.owner || j.attempt !== job.attempt) {
+        buffer.splice(buffer.indexOf(job), 1);
+      }
+    });
     const local = [...running.values()];
     const jobs = await store.jobs.getMany(local.map((r) => r.job.id));
     local.forEach((r, i) => {
@@ -280,21 +304,12 @@ export function createPool(o: PoolOptions) {
       wakeup.notify();
       governWakeup.notify();
       for (const r of running.values()) r.control.abort("stop");
+      await requeue(buffer.splice(0), "Pool stopped before the job started");
       const allDone = Promise.all([...running.values()].map((r) => r.done));
       const timeout = new AbortController();
       await Promise.race([allDone, clock.sleep(o.stop_timeout_ms, timeout.signal)]);
       timeout.abort();
-      for (const r of [...running.values()]) {
-        await store.transitions.apply([{
-          id: r.job.id,
-          lease: leaseOf(r.job),
-          event: () => ({
-            type: "requeue",
-            now: clock.now(),
-            reason: "Pool stopped: stop timeout",
-          }),
-        }]);
-      }
+      await requeue([...running.values()].map((r) => r.job), "Pool stopped: stop timeout");
       await Promise.all(loops);
       for (const w of workers) w.stop();
       actor.send({ type: "stopped" });
@@ -310,6 +325,7 @@ export function createPool(o: PoolOptions) {
     status: () => ({
       state: actor.getSnapshot().value as string,
       workers_active: running.size,
+      jobs_claimed_ahead: buffer.length,
       workers_total: o.workers,
     }),
   };
