@@ -24,6 +24,11 @@ if (Deno.env.get("DENO_DEPLOYMENT_ID")) {
 
 async function main() {
   const config = loadConfig(Deno.env.toObject());
+  if (!config.PULSE_API_TOKEN && !["127.0.0.1", "::1", "localhost"].includes(config.host)) {
+    throw new Error(
+      `Refusing to bind "${config.host}" without PULSE_API_TOKEN: the API would be open to the network`,
+    );
+  }
   if (Deno.env.get("DENO_DEPLOYMENT_ID") && !config.PULSE_API_TOKEN) {
     throw new Error(
       "Refusing to start on Deno Deploy without PULSE_API_TOKEN: the API would be public",
@@ -53,11 +58,14 @@ async function main() {
     hostname: config.host,
     onListen: ({ hostname, port }) => {
       const names = registry.list().map((h) => h.name).join(", ") || "none";
+      const host = hostname.includes(":") ? `[${hostname}]` : hostname;
       console.log(
-        `Pulse listening on http://${hostname}:${port} (kv: ${opened.where}; handlers: ${names})`,
+        `Pulse listening on http://${host}:${port} (kv: ${opened.where}; handlers: ${names})`,
       );
       if (!config.PULSE_API_TOKEN) {
-        console.log(`No PULSE_API_TOKEN set: the API is open to anyone who can reach ${hostname}`);
+        console.log(
+          `No PULSE_API_TOKEN set: binding ${hostname} only; set a token to serve other hosts`,
+        );
       }
     },
   }, pulse.app.fetch);

@@ -45,6 +45,7 @@ try {
   const s = await runCrashScenario({
     ...options,
     finish_timeout_ms: 300_000,
+    keep_on_failure: true,
     log: (line) => console.log(`  [${((Date.now() - t0) / 1000).toFixed(1)} s] ${line}`),
   });
   const pct = (n: number) => `${((100 * n) / s.jobs).toFixed(1)}%`;

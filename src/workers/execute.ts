@@ -38,7 +38,7 @@ const MAX_RESULT_BYTES = 32 * 1024;
  * the worker walks away at once and any late outcome is refused by the lease check).
  */
 export async function execute(job: Job, deps: ExecuteDeps, control: AbortController) {
-  const { store, clock } = deps;
+  const { clock } = deps;
   const lease = { owner: job.lease!.owner, attempt: job.attempt };
   const handler = deps.registry.get(job.handler_name);
   const fail = (ec: ErrorContext, minDelayMs = 0) =>
