@@ -128,9 +128,13 @@ async function memoryAndList(total: number) {
       done = mark;
       await until(async () => (await b.pulse.store.stats.read()).completed === mark, 900_000, 10);
       if (mark === 1000) result.list_p50_ms_at_1k = await listP50();
-      if (mark === 10_000) result.rss_after_10k_mib = rssAfterGc();
+      if (mark === 10_000) {
+        result.rss_after_10k_mib = rssAfterGc();
+        result.heap_after_10k_mib = Deno.memoryUsage().heapUsed / 1024 ** 2;
+      }
       if (mark === total) {
         result.rss_after_100k_mib = rssAfterGc();
+        result.heap_after_100k_mib = Deno.memoryUsage().heapUsed / 1024 ** 2;
         result.list_p50_ms_at_100k = await listP50();
       }
     }
