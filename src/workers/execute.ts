@@ -86,6 +86,11 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
       return await fail(permanent("result", `Result is ${size} bytes, over ${MAX_RESULT_BYTES}`));
     }
     try {
+      structuredClone(outcome.result); // what KV can store (functions, symbols… cannot)
+    } catch (err) {
+      return await fail(permanent("result", `Result cannot be stored: ${(err as Error).message}`));
+    }
+    try {
       return await deps.settle({
         id: job.id,
         lease,

@@ -1,0 +1,58 @@
+import assert from "node:assert/strict";
+import { defineHandler, z } from "../src/mod.ts";
+import { setup } from "./_setup.ts";
+
+/** A handler that misbehaves in every way a payload can make it: it never blocks the others. */
+const poison = defineHandler({
+  name: "test.poison",
+  description: "Misbehaves on request",
+  payload: z.object({
+    mode: z.enum(["ok", "throw_sync", "throw_string", "reject_null", "bad_result", "hang"]),
+  }),
+  run(ctx) {
+    switch (ctx.payload.mode) {
+      case "throw_sync":
+        throw new Error("sync boom");
+      case "throw_string":
+        throw "not an error object";
+      case "reject_null":
+        return Promise.reject(null);
+      case "bad_result":
+        return { fn: () => 1 } as unknown; // not serialisable into KV
+      case "hang":
+        return new Promise(() => {}); // never settles, ignores its signal
+      default:
+        return { ok: true };
+    }
+  },
+});
+
+Deno.test("jobs that poison their handler never block the others", async () => {
+  await using t = await setup([poison], { workers: 2 });
+  const post = async (mode: string) =>
+    (await t.call("POST", "/api/pulse/jobs", { handler_name: "test.poison", payload: { mode } }))
+      .body.id as string;
+  const bad = [
+    await post("throw_sync"),
+    await post("throw_string"),
+    await post("reject_null"),
+    await post("bad_result"),
+  ];
+  const hang = await post("hang");
+  const good = [];
+  for (let i = 0; i < 10; i++) good.push(await post("ok"));
+  for (const id of good) await t.waitFor(id, (j) => j.status === "completed", { stepMs: 500 });
+  for (const id of bad) {
+    const j = await t.waitFor(id, (x) => x.status === "failed", { stepMs: 500 });
+    assert.ok(j.error_context, `job ${id} records why it failed`);
+    assert.equal(typeof j.error_context.message, "string");
+  }
+  const unstorable = await t.pulse.store.jobs.get(bad[3]);
+  assert.equal(unstorable?.attempt, 1, "a result KV cannot store fails at once, not by lease");
+  assert.equal(unstorable?.error_context?.stage, "result");
+  const hung = await t.call("POST", `/api/pulse/jobs/${hang}/cancel`);
+  assert.equal(hung.status, 200);
+  assert.equal(hung.body.status, "cancelled", "a hung job can still be cancelled");
+  const after = await post("ok");
+  await t.waitFor(after, (j) => j.status === "completed", { stepMs: 500 });
+});
