@@ -74,6 +74,9 @@ function codeOf(err: unknown): ErrorCode {
   const explicit = (err as { code?: unknown }).code;
   if (typeof explicit === "string" && isErrorCode(explicit)) return explicit;
   if (err instanceof Deno.errors.NotFound) return "file_not_found";
+  // KV refuses a value over 64 KiB or a commit over its limits: the same write fails every time.
+  if (err instanceof TypeError && /too large/i.test(err.message)) return "validation_error";
+  if (err instanceof Deno.errors.IsADirectory) return "file_not_found";
   if (err.name === "ZodError") return "validation_error";
   if (err instanceof SyntaxError) return "parse_error";
   if (err.name === "TimeoutError" || err instanceof Deno.errors.TimedOut) return "timeout";

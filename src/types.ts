@@ -105,6 +105,8 @@ export const Job = z.object({
     month: z.string(),
     reserved_micros: z.number().int(),
     admitted_micros: z.number().int(),
+    /** Set when a call of `needed_micros` was refused for budget: self-resume waits for it. */
+    needed_micros: z.number().int().optional(),
   }).nullable().optional(),
 });
 export type Job = z.infer<typeof Job>;

@@ -84,3 +84,25 @@ Deno.test("POST /api/pulse/jobs/batch validates all-or-nothing", async (t) => {
     assert.equal(res.status, 413);
   });
 });
+
+Deno.test("POST /api/pulse/jobs/batch of large payloads splits commits by size, not only count", async () => {
+  await using t = await setup([
+    noop,
+    defineHandler({
+      name: "test.big",
+      description: "Takes a big payload",
+      payload: z.object({ blob: z.string() }),
+      run: () => null,
+    }),
+  ], { start: false });
+  const jobs = [
+    ...Array.from({ length: 40 }, (_, i) => job(i)),
+    ...Array.from(
+      { length: 20 },
+      () => ({ handler_name: "test.big", payload: { blob: "y".repeat(40_000) } }),
+    ),
+  ];
+  const res = await t.call("POST", "/api/pulse/jobs/batch", { jobs });
+  assert.equal(res.status, 200);
+  assert.equal((await t.pulse.store.stats.read()).queued, 60);
+});

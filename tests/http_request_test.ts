@@ -153,3 +153,72 @@ Deno.test("retryAfterMs() reads delta-seconds and HTTP dates", () => {
   assert.equal(retryAfterMs("soon", now), undefined);
   assert.equal(retryAfterMs(null, now), undefined);
 });
+
+Deno.test("http.request checks every redirect hop against PULSE_HTTP_ALLOW", async () => {
+  await using t = await setup([httpRequest]);
+  const inner = scriptedServer({ "/secret": () => new Response("secret") });
+  const outer = scriptedServer({
+    "/hop": () =>
+      new Response(null, { status: 302, headers: { location: `${inner.base}/secret` } }),
+    "/ok": () => new Response(null, { status: 302, headers: { location: "/final" } }),
+    "/final": () => new Response("landed"),
+  });
+  Deno.env.set("PULSE_HTTP_ALLOW", new URL(outer.base).host);
+  try {
+    const bad = await t.call("POST", "/api/pulse/jobs", {
+      handler_name: "http.request",
+      payload: { url: `${outer.base}/hop` },
+    });
+    const j = await t.waitFor(bad.body.id, (x) => x.status === "failed");
+    assert.match(j.error_context!.message, /PULSE_HTTP_ALLOW/);
+    assert.equal(
+      inner.calls.length,
+      0,
+      "the redirect target outside the allowlist is never called",
+    );
+    const good = await t.call("POST", "/api/pulse/jobs", {
+      handler_name: "http.request",
+      payload: { url: `${outer.base}/ok` },
+    });
+    const g = await t.waitFor(good.body.id, (x) => x.status === "completed");
+    assert.equal((g.result as { body: string }).body, "landed");
+  } finally {
+    Deno.env.delete("PULSE_HTTP_ALLOW");
+    await inner.close();
+    await outer.close();
+  }
+});
+
+Deno.test("http.request charges nothing for a request it could not send", async () => {
+  await using t = await setup([httpRequest]);
+  const srv = scriptedServer({ "/x": () => new Response("ok") });
+  try {
+    const r = await t.call("POST", "/api/pulse/jobs", {
+      handler_name: "http.request",
+      payload: { url: `${srv.base}/x`, headers: { "bad header": "x" }, cost_usd: 0.5 },
+    });
+    const j = await t.waitFor(r.body.id, (x) => x.status === "failed");
+    assert.equal(j.attempt, 1, "a malformed request is not retried");
+    assert.equal(j.cost_actual, 0);
+    assert.equal((await t.call("GET", "/api/pulse/budget")).body.spend_today, 0);
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("http.request caps Retry-After at one hour", async () => {
+  await using t = await setup([httpRequest]);
+  const srv = scriptedServer({
+    "/later": () => new Response("", { status: 429, headers: { "retry-after": "999999999" } }),
+  });
+  try {
+    const r = await t.call("POST", "/api/pulse/jobs", {
+      handler_name: "http.request",
+      payload: { url: `${srv.base}/later` },
+    });
+    const j = await t.waitFor(r.body.id, (x) => x.retry_count === 1 && x.status === "queued");
+    assert.equal(Date.parse(j.run_at) - Date.parse(j.updated_at), 3_600_000);
+  } finally {
+    await srv.close();
+  }
+});

@@ -5,7 +5,13 @@
  *
  * @module
  */
-import { defineHandler, type HandlerContext, PermanentError, z } from "../../src/mod.ts";
+import {
+  type DataKey,
+  defineHandler,
+  type HandlerContext,
+  PermanentError,
+  z,
+} from "../../src/mod.ts";
 import { datasetName, formatOf, parseRows, resolveImportPath, splitForKv } from "./_import_lib.ts";
 
 const payload = z
@@ -35,10 +41,13 @@ export default defineHandler({
     const format = formatOf(source, ctx.payload.format);
     const dataset = ctx.payload.dataset ?? datasetName(source);
     const { columns, rows } = parseRows(await readSource(ctx), format);
+    const start = resumeFrom(ctx.lastCheckpoint);
+    // A new import replaces the dataset: rows of an earlier, longer file must not linger.
+    if (start === 0) await clearDataset(ctx.data, dataset);
     await ctx.data.set(["datasets", dataset, "meta"], { rows: rows.length, columns, source });
 
     const chunks = Math.ceil(rows.length / chunkSize);
-    for (let i = resumeFrom(ctx.lastCheckpoint); i < chunks; i++) {
+    for (let i = start; i < chunks; i++) {
       if (ctx.signal.aborted) throw ctx.signal.reason;
       const firstRow = i * chunkSize;
       const chunkRows = rows.slice(firstRow, firstRow + chunkSize);
@@ -89,4 +98,17 @@ async function readSource(ctx: HandlerContext<Payload>): Promise<string> {
 function resumeFrom(checkpoint: unknown): number {
   const next = (checkpoint as { next_chunk?: unknown } | null)?.next_chunk;
   return Number.isInteger(next) && (next as number) >= 0 ? next as number : 0;
+}
+
+/** Deletes every key of a dataset, in commits of 500. */
+async function clearDataset(data: HandlerContext<unknown>["data"], dataset: string) {
+  let batch: DataKey[] = [];
+  for await (const { key } of data.list(["datasets", dataset])) {
+    batch.push(key);
+    if (batch.length === 500) {
+      await data.commit(batch.map((k) => ({ type: "delete" as const, key: k })));
+      batch = [];
+    }
+  }
+  if (batch.length) await data.commit(batch.map((k) => ({ type: "delete" as const, key: k })));
 }

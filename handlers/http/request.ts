@@ -34,26 +34,32 @@ export default defineHandler({
   estimateCost: (p) => p.cost_usd ?? 0,
   async run(ctx) {
     const { url, method, headers, body, cost_usd } = ctx.payload;
-    checkAllowed(new URL(url), Deno.env.get("PULSE_HTTP_ALLOW"));
-    await ctx.pulse.call({ cost_usd });
-    const init: RequestInit = { method, headers: { ...headers }, signal: ctx.signal };
+    const allow = Deno.env.get("PULSE_HTTP_ALLOW");
+    checkAllowed(new URL(url), allow);
+    const init: RequestInit = { method, headers: { ...headers }, redirect: "manual" };
     if (body !== undefined) {
       init.body = typeof body === "string" ? body : JSON.stringify(body);
       if (typeof body !== "string") {
         init.headers = { "content-type": "application/json", ...headers };
       }
     }
-    let res: Response;
     try {
-      res = await fetch(url, init);
-    } finally {
-      await ctx.recordCost(cost_usd); // the call was made: its cost is spent whatever came back
+      new Request(url, init); // bad headers, a body on GET…: refused before any money moves
+    } catch (err) {
+      throw new PermanentError(
+        `Cannot build the request: ${(err as Error).message}`,
+        "validation_error",
+      );
     }
+    await ctx.pulse.call({ cost_usd });
+    const res = await follow(url, init, allow, ctx.signal);
+    await ctx.recordCost(cost_usd); // the provider answered: the call counts as spent
     const text = await res.text();
     if (res.status === 429 || res.status >= 500) {
+      const wait = retryAfterMs(res.headers.get("retry-after"), Date.now());
       throw new RetryableStatus(
         `HTTP ${res.status} from ${method} ${url}`,
-        retryAfterMs(res.headers.get("retry-after"), Date.now()),
+        wait === undefined ? undefined : Math.min(wait, MAX_RETRY_AFTER_MS),
       );
     }
     if (res.status >= 400) {
@@ -70,6 +76,39 @@ export default defineHandler({
     };
   },
 });
+
+/** Longest wait a `Retry-After` may impose (a server cannot park a job for years). */
+export const MAX_RETRY_AFTER_MS = 3_600_000;
+const MAX_REDIRECTS = 5;
+
+/** Fetches, following redirects by hand so that every hop passes the allowlist. */
+async function follow(
+  url: string,
+  init: RequestInit,
+  allow: string | undefined,
+  signal: AbortSignal,
+) {
+  let target = new URL(url);
+  let request: RequestInit = { ...init, signal };
+  for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
+    const res = await fetch(target, request);
+    const location = res.headers.get("location");
+    if (res.status < 300 || res.status >= 400 || !location) return res;
+    await res.body?.cancel();
+    target = new URL(location, target);
+    if (!/^https?:$/.test(target.protocol)) {
+      throw new PermanentError(`Redirect to "${target.protocol}" refused`, "validation_error");
+    }
+    checkAllowed(target, allow);
+    // 303 (and 301/302 after POST, as browsers do) continue as GET without a body.
+    if (
+      res.status === 303 || ((res.status === 301 || res.status === 302) && init.method === "POST")
+    ) {
+      request = { ...request, method: "GET", body: undefined };
+    }
+  }
+  throw new PermanentError(`More than ${MAX_REDIRECTS} redirects from ${url}`, "network_error");
+}
 
 function checkAllowed(url: URL, allow: string | undefined) {
   if (!allow?.trim()) return;

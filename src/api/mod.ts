@@ -55,7 +55,9 @@ export function createApp(d: AppDeps): OpenAPIHono {
     const expected = `Bearer ${d.token}`;
     app.use("/api/*", async (c, next) => {
       // Hashes both sides before comparing, so the time taken says nothing about the token.
-      if (!(await timingSafeEqual(expected, c.req.header("authorization") ?? ""))) {
+      // The scheme is case-insensitive (RFC 9110); the token is compared exactly.
+      const given = (c.req.header("authorization") ?? "").replace(/^bearer /i, "Bearer ");
+      if (!(await timingSafeEqual(expected, given))) {
         throw new PulseError(
           "unauthorized",
           "Send the header Authorization: Bearer <PULSE_API_TOKEN>",

@@ -24,6 +24,13 @@ export interface ServiceDeps {
 /** Largest payload accepted, serialised (a job record must fit one 64 KiB KV value). */
 export const MAX_PAYLOAD_BYTES = 48 * 1024;
 
+/**
+ * Deepest nesting of objects and arrays accepted in a payload. KV cannot read back a record
+ * nested ~2,500 deep (V8's deserializer refuses it, and every list and claim that meets it
+ * fails), and measuring one deeper still overflows the stack.
+ */
+export const MAX_PAYLOAD_DEPTH = 100;
+
 /** Most jobs in one `POST /api/pulse/jobs/batch`. */
 export const MAX_BATCH_JOBS = 10_000;
 
@@ -35,6 +42,17 @@ export function createService(d: ServiceDeps) {
     const handler = d.registry.get(req.handler_name);
     if (!handler) {
       throw new PulseError("unknown_handler", `Unknown handler "${req.handler_name}"`);
+    }
+    if (req.source !== undefined && !req.source.isWellFormed()) {
+      // KV writes a lone surrogate in a key as U+FFFD: two such sources would share one dedup key.
+      throw new PulseError("validation_error", "Request is invalid", [
+        { path: "source", message: "Must be well-formed Unicode (no lone surrogates)" },
+      ]);
+    }
+    if (depthOver(req.payload, MAX_PAYLOAD_DEPTH)) {
+      throw new PulseError("validation_error", "Request is invalid", [
+        { path: "payload", message: `Nested deeper than ${MAX_PAYLOAD_DEPTH} levels` },
+      ]);
     }
     const parsed = handler.payload.safeParse(req.payload);
     if (!parsed.success) {
@@ -175,6 +193,18 @@ export function createService(d: ServiceDeps) {
   }
 
   return { prepare, enqueue, enqueueBatch, get, act, remove, present };
+}
+
+/** True when `value` nests objects/arrays more than `max` deep (iterative: no stack to overflow). */
+function depthOver(value: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== "object") continue;
+    if (depth > max) return true;
+    for (const child of Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return false;
 }
 
 /** A job that finished between our read and the cancel is simply removed. */

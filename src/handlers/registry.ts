@@ -47,12 +47,18 @@ export async function loadHandlers(dir: string): Promise<Registry> {
   } catch (err) {
     return createRegistry([], [{ path: dir, message: `Cannot read handlers folder: ${msg(err)}` }]);
   }
+  const seen = new Map<string, string>(); // handler name → the file that defined it first
   for (const path of files.sort()) {
     try {
       const mod = await import(new URL(`file://${path}`).href);
       if (!isHandler(mod.default)) {
         throw new TypeError("Default export is not a defineHandler(...) result");
       }
+      const first = seen.get(mod.default.name);
+      if (first) {
+        throw new TypeError(`Handler name "${mod.default.name}" is already defined by "${first}"`);
+      }
+      seen.set(mod.default.name, path);
       handlers.push(mod.default);
     } catch (err) {
       errors.push({ path, message: msg(err) });

@@ -90,7 +90,14 @@ export function createGovernor(kv: Deno.Kv, keys: Keys, now: () => number, seed:
         const paused = next(job, { type: "pause", now: t, pause_reason: refusal.reason });
         if (!paused.ok) return { ok: false, reason: "lease_lost" } as CallOutcome;
         const ledgersOut = new Ledgers(kv, keys);
-        const after = await releaseReservation(job, paused.job, ledgersOut);
+        let after = await releaseReservation(job, paused.job, ledgersOut);
+        if (refusal.reason === "budget_exceeded") {
+          // Self-resume must wait until this call fits, or the job would loop: resume, claim,
+          // refused again.
+          const r = after.reservation ??
+            { ...periodOf(t, lim.time_zone), reserved_micros: 0, admitted_micros: 0 };
+          after = { ...after, reservation: { ...r, needed_micros: cost } };
+        }
         const tally = new Tally();
         const pauseOp = kv.atomic().check(entry);
         writeChange(pauseOp, keys, job, after, paused.entry, tally);
@@ -173,6 +180,11 @@ export function createGovernor(kv: Deno.Kv, keys: Keys, now: () => number, seed:
     throw new Error(`Cannot record cost for job "${id}": too many concurrent updates`);
   }
 
+  /** The instants of a handler's own rate window (see `handler_limits`). */
+  async function handlerWindow(handler: string): Promise<number[]> {
+    return (await kv.get<number[]>(keys.rate(handler))).value ?? [];
+  }
+
   /** Jobs paused for budget or rate, oldest first. */
   async function waiting(limit: number): Promise<{ id: string; reason: PauseReason }[]> {
     const out: { id: string; reason: PauseReason }[] = [];
@@ -182,7 +194,16 @@ export function createGovernor(kv: Deno.Kv, keys: Keys, now: () => number, seed:
     return out;
   }
 
-  return { limits, setLimits, setQueuePaused, snapshot, admitCall, recordCost, waiting };
+  return {
+    limits,
+    setLimits,
+    setQueuePaused,
+    snapshot,
+    admitCall,
+    recordCost,
+    waiting,
+    handlerWindow,
+  };
 
   function rateLimitsOf(job: Job, lim: Limits): [Deno.KvKey, number][] {
     const out: [Deno.KvKey, number][] = [];

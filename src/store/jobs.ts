@@ -36,13 +36,15 @@ export type InsertOutcome =
 
 /** Jobs per commit: ~8 mutations each stays under KV's 1000 (and 100 checks). */
 const PER_COMMIT = 40;
+/** Estimated bytes per insert commit, well under KV's 800 KiB per atomic op. */
+const COMMIT_BYTES = 600 * 1024;
+/** History and link deletions per removal commit, beside the record's own ~12 mutations. */
+const DELETES_PER_COMMIT = 500;
 
 export function createJobs(kv: Deno.Kv, keys: Keys, now: () => number, newId: () => string) {
   async function insert(items: readonly NewJob[]): Promise<InsertOutcome[]> {
     const out: InsertOutcome[] = [];
-    for (let i = 0; i < items.length; i += PER_COMMIT) {
-      out.push(...await insertChunk(items.slice(i, i + PER_COMMIT)));
-    }
+    for (const chunk of chunksOf(items)) out.push(...await insertChunk(chunk));
     return out;
   }
 
@@ -147,20 +149,29 @@ export function createJobs(kv: Deno.Kv, keys: Keys, now: () => number, newId: ()
   }
 
   /**
-   * Removes a job: its history and spawn links first (each deletion is idempotent), then the
-   * record with all its index keys and counters in one checked commit. A crash in between
-   * leaves the job indexed, so the next removal finishes it.
+   * Removes a job with its history, spawn links, index keys and counters. Every commit checks
+   * the record's versionstamp, so a job that changes meanwhile (e.g. retried while retention
+   * prunes it) keeps all of it. A history that fits goes in the record's own commit; a longer
+   * one goes first, in checked chunks: a crash between them leaves the job indexed, so the next
+   * removal finishes it.
    */
   async function remove(id: string, expect: (job: Job) => boolean = () => true): Promise<boolean> {
-    const first = (await kv.get<Job>(keys.job(id))).value;
-    if (!first || !expect(first)) return false;
-    await deletePrefix(kv, keys.events(id));
-    await deletePrefix(kv, keys.spawned(id));
     for (let round = 0; round < 32; round++) {
       const entry = await kv.get<Job>(keys.job(id));
       if (!entry.value || !expect(entry.value)) return false;
+      const owned: Deno.KvKey[] = [];
+      for await (const e of kv.list({ prefix: keys.events(id) })) owned.push(e.key);
+      for await (const e of kv.list({ prefix: keys.spawned(id) })) owned.push(e.key);
+      let changed = false;
+      while (owned.length > DELETES_PER_COMMIT && !changed) {
+        const op = kv.atomic().check(entry);
+        for (const key of owned.splice(0, DELETES_PER_COMMIT)) op.delete(key);
+        changed = !(await op.commit()).ok;
+      }
+      if (changed) continue;
       const tally = new Tally();
       const op = kv.atomic().check(entry);
+      for (const key of owned) op.delete(key);
       writeRemoval(op, keys, entry.value, tally);
       tally.apply(op, keys);
       if ((await op.commit()).ok) return true;
@@ -218,20 +229,28 @@ function build(id: string, item: NewJob, t: number): Job {
   };
 }
 
+/**
+ * Splits jobs into commits that stay within KV's limits: at most PER_COMMIT jobs and
+ * COMMIT_BYTES of estimated size (V8's encoding of a payload can be ~2× its JSON).
+ */
+function chunksOf(items: readonly NewJob[]): NewJob[][] {
+  const chunks: NewJob[][] = [];
+  let chunk: NewJob[] = [];
+  let bytes = 0;
+  for (const item of items) {
+    const size = 2 * (JSON.stringify(item.payload ?? null)?.length ?? 0) + 2048;
+    if (chunk.length && (chunk.length >= PER_COMMIT || bytes + size > COMMIT_BYTES)) {
+      chunks.push(chunk);
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(item);
+    bytes += size;
+  }
+  if (chunk.length) chunks.push(chunk);
+  return chunks;
+}
+
 const dedupKey = (j: { handler_name: string; source: string }) =>
   `${j.handler_name}\u0000${j.source}`;
 const unique = (xs: (string | undefined)[]) => [...new Set(xs.filter((x): x is string => !!x))];
-
-/** Deletes every key under `prefix`, in commits of at most 500 deletions. */
-export async function deletePrefix(kv: Deno.Kv, prefix: Deno.KvKey) {
-  let op = kv.atomic();
-  let n = 0;
-  for await (const e of kv.list({ prefix })) {
-    op.delete(e.key);
-    if (++n % 500 === 0) {
-      await op.commit();
-      op = kv.atomic();
-    }
-  }
-  if (n % 500 !== 0) await op.commit();
-}

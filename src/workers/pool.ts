@@ -131,6 +131,7 @@ export function createPool(o: PoolOptions) {
       const idle = workers.filter((w) => w.getSnapshot().matches("idle"));
       while (idle.length && buffer.length) run(idle.shift()!, buffer.shift()!);
       const room = o.workers + prefetch - running.size - buffer.length;
+      const lookedAt = clock.now();
       if (room > 0 && (idle.length > 0 || buffer.length < prefetch / 2)) {
         const jobs = await store.claims.next({ owner: o.owner, max: room, lease_ms: o.lease_ms });
         if (stopping.signal.aborted) {
@@ -144,7 +145,11 @@ export function createPool(o: PoolOptions) {
       }
       // The deadline is absolute: time that passed while reading it does not lengthen the sleep.
       const at = await wakeAt(idle.length > 0);
-      await wakeup.wait(Math.max(1, at - clock.now()), stopping.signal);
+      // A job that became due after the claim looked (time moved meanwhile): claim it now. One
+      // that was already due and still not claimed (queue paused, lost races) waits a poll.
+      if (at <= clock.now() && at > lookedAt) continue;
+      const until = at <= lookedAt ? lookedAt + o.poll_interval_ms : at;
+      await wakeup.wait(Math.max(1, until - clock.now()), stopping.signal);
     }
   }
 
@@ -240,12 +245,15 @@ export function createPool(o: PoolOptions) {
   /** Resumes jobs paused for budget or rate as room appears (see resume.ts). */
   async function govern() {
     while (!stopping.signal.aborted) {
+      const started = clock.now();
       const { next_at } = await resumeWaiting(store, () => clock.now()).catch((err) => {
         console.error("Self-resume round failed:", err);
         return { next_at: null };
       });
-      const until = next_at === null ? o.poll_interval_ms : Math.max(1, next_at - clock.now());
-      await governWakeup.wait(Math.min(o.poll_interval_ms, until), stopping.signal);
+      // The deadline is absolute: time that passed during the round (a day that rolled over
+      // while it read) does not lengthen the sleep; a deadline already past runs a round now.
+      const at = Math.min(started + o.poll_interval_ms, next_at ?? Infinity);
+      await governWakeup.wait(Math.max(0, at - clock.now()), stopping.signal);
     }
   }
 

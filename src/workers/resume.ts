@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { budgetState, toMicros, WINDOW_MS } from "../pulse/mod.ts";
+import { budgetState, live, toMicros, WINDOW_MS } from "../pulse/mod.ts";
 import type { Store } from "../store/mod.ts";
 import type { Job } from "../types.ts";
 
@@ -25,21 +25,43 @@ export async function resumeWaiting(store: Store, now: () => number) {
   let calls = b.calls_remaining ?? Infinity;
   const jobs = await store.jobs.getMany(waiting.map((w) => w.id));
   const chosen: Job[] = [];
-  let rateBlocked = false;
+  // Instants at which a window that holds a job back reopens (the global or a handler's own).
+  const reopens: number[] = [];
+  const reopen = (window: readonly number[]) => {
+    const inWindow = live(window, snap.now);
+    if (inWindow.length) reopens.push(Math.min(...inWindow) + WINDOW_MS);
+  };
+  // Calls left in each handler's own window (`handler_limits`), read once per round.
+  const own = new Map<string, { left: number; window: number[] }>();
+  const ownRoom = async (handler: string) => {
+    let room = own.get(handler);
+    if (!room) {
+      const limit = snap.limits.handler_limits[handler]?.max_calls_per_minute ?? null;
+      const window = limit === null ? [] : await store.governor.handlerWindow(handler);
+      const left = limit === null ? Infinity : Math.max(0, limit - live(window, snap.now).length);
+      room = { left, window };
+      own.set(handler, room);
+    }
+    return room;
+  };
   for (const job of jobs) {
     const reason = job?.status === "paused" ? job.pulse_state?.pause_reason : undefined;
     if (!job || !reason) continue;
     if (reason === "budget_exceeded") {
-      const need = Math.max(1, toMicros(job.cost_estimate));
+      // The estimate, or more when a call that did not fit needed more.
+      const need = Math.max(1, toMicros(job.cost_estimate), job.reservation?.needed_micros ?? 0);
       if (need > money) continue; // a smaller, younger job may still fit
       money -= need;
       chosen.push(job);
     } else if (reason === "rate_limit") {
-      if (calls < 1) {
-        rateBlocked = true;
+      const handler = await ownRoom(job.handler_name);
+      if (calls < 1 || handler.left < 1) {
+        if (calls < 1) reopen(snap.window);
+        if (handler.left < 1) reopen(handler.window);
         continue;
       }
       calls -= 1;
+      handler.left -= 1;
       chosen.push(job);
     }
   }
@@ -57,7 +79,6 @@ export async function resumeWaiting(store: Store, now: () => number) {
     );
     resumed += outcomes.filter((o) => o.ok).length;
   }
-  const live = snap.window.filter((t) => t > snap.now - WINDOW_MS);
-  const next_at = rateBlocked && live.length ? Math.min(...live) + WINDOW_MS : null;
+  const next_at = reopens.length ? Math.min(...reopens) : null;
   return { resumed, next_at };
 }
