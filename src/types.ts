@@ -107,6 +107,8 @@ export const Job = z.object({
     admitted_micros: z.number().int(),
     /** Set when a call of `needed_micros` was refused for budget: self-resume waits for it. */
     needed_micros: z.number().int().optional(),
+    /** Admitted but unrecorded when the run stopped: counted as spent until recorded. */
+    assumed_micros: z.number().int().optional(),
   }).nullable().optional(),
 });
 export type Job = z.infer<typeof Job>;

@@ -271,6 +271,22 @@ Deno.test("pause_on_budget: false makes a job whose estimate does not fit end fa
   await t.waitFor(fits, (j) => j.status === "completed");
 });
 
+Deno.test("pause_on_budget: false fails a running job whose call does not fit, without retry", async () => {
+  await using t = await setup([spend]);
+  await put(t, { daily_budget_usd: 0.5, pause_on_budget: false });
+  // Estimated at 0.2 (fits at claim), but its second call needs 0.4 more than is left.
+  const id = await enqueue(t, [{ usd: 0.2, actual: 0.2 }, { usd: 0.4, actual: 0.4 }], {
+    cost_estimate: 0.2,
+  });
+  const job = await t.waitFor(id, (j) => j.status === "failed");
+  assert.equal(job.attempt, 1);
+  assert.equal(job.error_context?.stage, "call");
+  assert.equal(job.error_context?.retryable, false);
+  const view = await budget(t);
+  assert.equal(view.spend_today, 0.2);
+  assert.equal(view.reserved_today, 0);
+});
+
 Deno.test("PUT /api/pulse/budget answers 400 validation_error for bad values and changes nothing; null clears a limit", async () => {
   await using t = await setup([spend]);
   const start = await put(t, {

@@ -131,7 +131,7 @@ interface Model {
   time_zone: string;
   /** Clock instants of every admitted call. */
   admitted: number[];
-  /** µ$ recorded, per "day/<period>" and "month/<period>". */
+  /** µ$ recorded, or admitted and unrecorded when its run stopped, per "day/<p>"/"month/<p>". */
   recorded: Map<string, number>;
   /** µ$ admitted to a running job's current attempt and not yet recorded. */
   owed: (job: Job) => number;
@@ -232,6 +232,24 @@ Deno.test("store.governor never lets spend + reserved pass a budget, keeps its l
           recorded: new Map(),
           owed: owedOf,
         };
+        /**
+         * A run taken away (cancelled, paused) with admitted but unrecorded money has it counted
+         * as spent in its period (a late record would replace it): the model follows.
+         */
+        const settleStopped = async () => {
+          for (const [id, o] of owed) {
+            if (o.micros <= 0) continue;
+            const j = await store.jobs.get(id);
+            if (j?.status === "running" && j.attempt === o.attempt) continue;
+            const r = j?.reservation;
+            if (r) {
+              for (const key of [`day/${r.day}`, `month/${r.month}`]) {
+                m.recorded.set(key, (m.recorded.get(key) ?? 0) + o.micros);
+              }
+            }
+            owed.set(id, { attempt: o.attempt, micros: 0 });
+          }
+        };
         const running = async () =>
           (await store.jobs.getMany(ids)).filter((j): j is Job => j?.status === "running");
         const choose = <T>(xs: T[], n: number) => xs.length ? xs[n % xs.length] : undefined;
@@ -329,6 +347,8 @@ Deno.test("store.governor never lets spend + reserved pass a budget, keeps its l
                 event: () => ({ type: "complete", now: t.clock.now() }),
               }]);
               assert.ok(r.ok, trace);
+              // A run that ended by itself is settled to what it recorded: the rest is released.
+              owed.set(j.id, { attempt: j.attempt, micros: 0 });
               break;
             }
             case "cancel": {
@@ -347,6 +367,7 @@ Deno.test("store.governor never lets spend + reserved pass a budget, keeps its l
               await resumeWaiting(store, () => t.clock.now());
               break;
           }
+          await settleStopped();
           await check(t.kv, store, m, trace);
         }
       },
@@ -354,4 +375,38 @@ Deno.test("store.governor never lets spend + reserved pass a budget, keeps its l
     // Shrinking a failure stops after a minute (it reports the smallest case found so far).
     { numRuns: 80, interruptAfterTimeLimit: 60_000 },
   );
+});
+
+Deno.test("store.governor keeps money a cancelled job was admitted until it reports it", async () => {
+  await using t = await setup([noop], { start: false });
+  const store = t.pulse.store;
+  await store.governor.setLimits({ daily_budget_usd: 1 });
+  const job = (usd: number) => ({
+    handler_name: "test.noop",
+    source: "",
+    queue: "default",
+    cost_estimate: usd,
+    total: 0,
+    priority: 0,
+  });
+  const [a] = await store.jobs.insert([job(0)]);
+  assert.ok(a.ok);
+  const [claimedA] = await store.claims.next({ owner: OWNER, max: 1, lease_ms: DAY });
+  const lease = { owner: OWNER, attempt: claimedA.attempt };
+  assert.deepEqual(await store.governor.admitCall(claimedA.id, lease, 1_000_000), { ok: true });
+  await store.transitions.apply([{
+    id: a.job.id,
+    event: () => ({ type: "cancel", now: t.clock.now() }),
+  }]);
+  // A's $1 call may have been paid: B's $1 estimate must not fit beside it.
+  const [b] = await store.jobs.insert([job(1)]);
+  assert.ok(b.ok);
+  assert.deepEqual(await store.claims.next({ owner: OWNER, max: 1, lease_ms: DAY }), []);
+  assert.equal((await store.jobs.get(b.job.id))?.pulse_state?.pause_reason, "budget_exceeded");
+  // A's handler reports the $1 late: it replaces the assumed spend, it does not add to it.
+  await store.governor.recordCost(a.job.id, 1_000_000);
+  const snap = await store.governor.snapshot();
+  assert.equal(snap.day.ledger.spent, 1_000_000);
+  assert.equal(snap.day.ledger.reserved, 0);
+  assert.equal((await store.jobs.get(a.job.id))?.cost_actual, 1);
 });

@@ -87,11 +87,31 @@ export function createGovernor(kv: Deno.Kv, keys: Keys, now: () => number, seed:
       const ledgers = new Ledgers(kv, keys);
       const refusal = await decide(job, lim, t, cost, op, ledgers);
       if (refusal) {
-        const paused = next(job, { type: "pause", now: t, pause_reason: refusal.reason });
+        // With pause_on_budget off, a call the budget cannot take fails the job, as a claim does.
+        const failing = refusal.reason === "budget_exceeded" && !lim.pause_on_budget;
+        const paused = next(
+          job,
+          failing
+            ? {
+              type: "fail",
+              now: t,
+              backoff_ms: 0,
+              error_context: {
+                stage: "call",
+                code: "unknown",
+                message: `Budget exceeded: a call of $${
+                  cost / 1e6
+                } does not fit the remaining budget`,
+                retryable: false,
+                recoverable: false,
+              },
+            }
+            : { type: "pause", now: t, pause_reason: refusal.reason },
+        );
         if (!paused.ok) return { ok: false, reason: "lease_lost" } as CallOutcome;
         const ledgersOut = new Ledgers(kv, keys);
-        let after = await releaseReservation(job, paused.job, ledgersOut);
-        if (refusal.reason === "budget_exceeded") {
+        let after = await releaseReservation(job, paused.job, ledgersOut, "pause");
+        if (refusal.reason === "budget_exceeded" && !failing) {
           // Self-resume must wait until this call fits, or the job would loop: resume, claim,
           // refused again.
           const r = after.reservation ??
@@ -160,16 +180,20 @@ export function createGovernor(kv: Deno.Kv, keys: Keys, now: () => number, seed:
       const lim = job.reservation ? null : await limits();
       const r = job.reservation ??
         { ...periodOf(t, lim!.time_zone), reserved_micros: 0, admitted_micros: 0 };
-      const converted = Math.min(micros, r.reserved_micros);
+      // Spend already assumed when the run stopped is replaced, not added to.
+      const covered = Math.min(micros, r.assumed_micros ?? 0);
+      const fresh = micros - covered;
+      const converted = Math.min(fresh, r.reserved_micros);
       const ledgers = new Ledgers(kv, keys);
-      await ledgers.addBoth(r, { spent: micros, reserved: -converted });
+      if (fresh > 0) await ledgers.addBoth(r, { spent: fresh, reserved: -converted });
       const after: Job = {
         ...job,
         cost_actual: (Math.round(job.cost_actual * 1e6) + micros) / 1e6,
         reservation: {
           ...r,
           reserved_micros: r.reserved_micros - converted,
-          admitted_micros: Math.max(0, r.admitted_micros - micros),
+          admitted_micros: Math.max(0, r.admitted_micros - fresh),
+          ...(covered ? { assumed_micros: (r.assumed_micros ?? 0) - covered } : {}),
         },
         updated_at: iso(t),
       };

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type JobEvent, next } from "../lifecycle/mod.ts";
+import { type JobEvent, type JobEventType, next } from "../lifecycle/mod.ts";
 import type { Job } from "../types.ts";
 import { Ledgers } from "./_ledgers.ts";
 import { Tally, writeChange } from "./_writes.ts";
@@ -103,7 +103,7 @@ export function createTransitions(kv: Deno.Kv, keys: Keys) {
       }
       op.check(holder);
     }
-    const after = await releaseReservation(job, d.job, ledgers);
+    const after = await releaseReservation(job, d.job, ledgers, event.type);
     writeChange(op, keys, job, after, d.entry, tally);
     return { ok: true, job: after, before: job };
   }
@@ -115,13 +115,35 @@ const isInactive = (job: Job) => !["queued", "running", "paused"].includes(job.s
 
 /**
  * A job that stops running gives back the money it still holds (DESIGN invariant 4: the
- * reservation is settled to actuals, the rest released). Spend was recorded as it happened.
+ * reservation is settled to actuals, the rest released). Money admitted to its calls but not
+ * recorded yet may already be spent (a cancelled handler can still report it), so it counts as
+ * spent now and is kept as `assumed_micros`: nothing else can be admitted on it, and a later
+ * `recordCost` replaces it instead of adding to it.
  */
-export async function releaseReservation(before: Job, after: Job, ledgers: Ledgers): Promise<Job> {
+export async function releaseReservation(
+  before: Job,
+  after: Job,
+  ledgers: Ledgers,
+  event: JobEventType,
+): Promise<Job> {
   const r = before.reservation;
   if (before.status !== "running" || after.status === "running" || !r) return after;
-  if (r.reserved_micros > 0) await ledgers.addBoth(r, { reserved: -r.reserved_micros });
-  return { ...after, reservation: { ...r, reserved_micros: 0, admitted_micros: 0 } };
+  // A handler that completed or threw has had its cost records awaited: settle to actuals.
+  // One taken away (cancel, pause, expiry, stop) may still report what it spent.
+  const ended = event === "complete" || event === "fail";
+  const unrecorded = ended ? 0 : Math.min(r.admitted_micros, r.reserved_micros);
+  if (r.reserved_micros > 0) {
+    await ledgers.addBoth(r, { reserved: -r.reserved_micros, spent: unrecorded });
+  }
+  return {
+    ...after,
+    reservation: {
+      ...r,
+      reserved_micros: 0,
+      admitted_micros: 0,
+      assumed_micros: (r.assumed_micros ?? 0) + unrecorded,
+    },
+  };
 }
 
 /** True when `job` is running under exactly this lease owner and attempt. */
