@@ -21,6 +21,7 @@ import {
   tempDir,
   withKv,
 } from "./_process.ts";
+import { zeroCounts } from "./_util.ts";
 
 export interface CrashOptions {
   /** Jobs enqueued through the API before the first kill. */
@@ -345,14 +346,7 @@ async function verify(
     for (const [k, n] of starts) assert.equal(n, 1, `${where} attempt "${k}" started ${n} times`);
     for (const [k, n] of dones) assert.equal(n, 1, `${where} attempt "${k}" finished ${n} times`);
 
-    const recount: Record<string, number> = {
-      queued: 0,
-      running: 0,
-      paused: 0,
-      completed: 0,
-      failed: 0,
-      cancelled: 0,
-    };
+    const recount: Record<string, number> = zeroCounts();
     let attempts = 0;
     let expires = 0;
     const index = new Map(ids.map((id, i) => [id, i]));

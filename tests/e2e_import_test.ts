@@ -17,6 +17,7 @@ import {
   tempDir,
   withKv,
 } from "./_process.ts";
+import { zeroCounts } from "./_util.ts";
 
 const VEGA = join(REPO_ROOT, "node_modules/vega-datasets/data");
 const DEADLINE_MS = 60_000;
@@ -196,14 +197,7 @@ Deno.test("main.ts imports airports.csv, flights-2k.json and a tricky CSV end to
   const all = await listAll(p, "/api/pulse/jobs", 5);
   assert.equal(new Set(all.map((j) => j.id)).size, all.length, "a job listed twice");
   assert.equal(all.length, totalJobs);
-  const counted: Record<string, number> = {
-    queued: 0,
-    running: 0,
-    paused: 0,
-    completed: 0,
-    failed: 0,
-    cancelled: 0,
-  };
+  const counted: Record<string, number> = zeroCounts();
   for (const j of all) counted[j.status]++;
   const stats = await p.api("GET", "/api/pulse/stats");
   assert.equal(stats.status, 200);

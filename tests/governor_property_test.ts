@@ -13,6 +13,7 @@ import { periodOf, toMicros } from "../src/pulse/mod.ts";
 import type { CallOutcome, Store } from "../src/store/mod.ts";
 import type { Job, Limits } from "../src/types.ts";
 import { resumeWaiting } from "../src/workers/resume.ts";
+import { busiestMinute } from "./_util.ts";
 import { setup } from "./_setup.ts";
 
 const OWNER = "property-owner";
@@ -99,17 +100,6 @@ const limitsArb = fc.record({
     "Pacific/Chatham",
   ),
 });
-
-/** The largest number of instants inside any 60-second window. */
-function busiestMinute(times: readonly number[]): number {
-  const s = [...times].sort((a, b) => a - b);
-  let best = 0;
-  for (let i = 0, j = 0; i < s.length; i++) {
-    while (j < s.length && s[j] < s[i] + 60_000) j++;
-    best = Math.max(best, j - i);
-  }
-  return best;
-}
 
 async function allJobs(kv: Deno.Kv, store: Store): Promise<Job[]> {
   const out: Job[] = [];

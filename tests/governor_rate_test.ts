@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import httpRequest from "../handlers/http/request.ts";
 import type { Job } from "../src/types.ts";
+import { busiestMinute } from "./_util.ts";
 import { setup, type World } from "./_setup.ts";
 
 /** A local HTTP server that records the (manual-clock) instant of every request it sees. */
@@ -11,17 +12,6 @@ function countingServer(now: () => number) {
     return new Response("ok");
   });
   return { seen, url: `http://127.0.0.1:${server.addr.port}/hit`, close: () => server.shutdown() };
-}
-
-/** The largest number of instants inside any 60-second window [t, t + 60 s). */
-function busiestMinute(times: number[]): number {
-  const s = [...times].sort((a, b) => a - b);
-  let best = 0;
-  for (let i = 0, j = 0; i < s.length; i++) {
-    while (j < s.length && s[j] < s[i] + 60_000) j++;
-    best = Math.max(best, j - i);
-  }
-  return best;
 }
 
 async function runUnderLimit(t: World, url: string, jobs: number) {
