@@ -30,16 +30,24 @@ interface RunResult {
   rss_fill_end_mib: number;
   rss_prune_mark_mib: number;
   rss_prune_end_mib: number;
+  heap_fill_mark_mib: number;
+  heap_fill_end_mib: number;
+  heap_prune_mark_mib: number;
+  heap_prune_end_mib: number;
   kv_file_mib: number;
 }
 
 const gc = (globalThis as { gc?: () => void }).gc;
-/** RSS in MiB after a forced GC (twice: the first may only schedule finalizers). */
-function rssAfterGc(): number {
+/**
+ * RSS and V8 heap in use, in MiB, after a forced GC (twice: the first may only schedule
+ * finalizers). The heap tells JS objects kept per job from native memory (KV, allocator).
+ */
+function afterGc(): { rss: number; heap: number } {
   if (!gc) throw new Error("Run with --v8-flags=--expose-gc (deno task bench:retention does)");
   gc();
   gc();
-  return Deno.memoryUsage().rss / 1024 ** 2;
+  const m = Deno.memoryUsage();
+  return { rss: m.rss / 1024 ** 2, heap: m.heapUsed / 1024 ** 2 };
 }
 
 const JOB: NewJob = {
@@ -154,11 +162,11 @@ async function runOnce(): Promise<RunResult> {
   let now = Date.UTC(2026, 0, 1);
   const store = createStore({ kv, now: () => now });
   try {
-    const rss = {
-      rss_fill_mark_mib: NaN,
-      rss_fill_end_mib: NaN,
-      rss_prune_mark_mib: NaN,
-      rss_prune_end_mib: NaN,
+    const mem: Record<string, number> = {};
+    const mark = (phase: string, at: string) => {
+      const m = afterGc();
+      mem[`rss_${phase}_${at}_mib`] = m.rss;
+      mem[`heap_${phase}_${at}_mib`] = m.heap;
     };
     const t0 = performance.now();
     const expected: Record<JobStatus, number> = {
@@ -172,10 +180,10 @@ async function runOnce(): Promise<RunResult> {
     for (let done = 0; done < N; done += BATCH) {
       await fillBatch(store, Math.min(BATCH, N - done), now, expected);
       const processed = Math.min(N, done + BATCH);
-      if (processed === MARK) rss.rss_fill_mark_mib = rssAfterGc();
+      if (processed === MARK) mark("fill", "mark");
     }
     const fill_s = (performance.now() - t0) / 1000;
-    rss.rss_fill_end_mib = rssAfterGc();
+    mark("fill", "end");
     check(await counts(kv, store), expected, "after the fill");
 
     now += 1000; // every job finished 1 s ago; ages of 0 make them all due
@@ -189,11 +197,11 @@ async function runOnce(): Promise<RunResult> {
       pruned += removed;
       if (!marked && pruned >= MARK) {
         marked = true;
-        rss.rss_prune_mark_mib = rssAfterGc();
+        mark("prune", "mark");
       }
     }
     const prune_s = (performance.now() - t1) / 1000;
-    rss.rss_prune_end_mib = rssAfterGc();
+    mark("prune", "end");
     if (pruned !== N) throw new Error(`Pruned ${pruned} of ${N} jobs`);
     check(await counts(kv, store), {
       queued: 0,
@@ -210,7 +218,7 @@ async function runOnce(): Promise<RunResult> {
       fill_jobs_per_s: N / fill_s,
       prune_s,
       prune_jobs_per_s: N / prune_s,
-      ...rss,
+      ...(mem as Pick<RunResult, `${"rss" | "heap"}_${"fill" | "prune"}_${"mark" | "end"}_mib`>),
       kv_file_mib: size / 1024 ** 2,
     };
   } finally {
@@ -220,6 +228,8 @@ async function runOnce(): Promise<RunResult> {
     await Deno.remove(dir, { recursive: true });
   }
 }
+
+const PAST = { fill: "filled", prune: "pruned" } as const;
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -271,10 +281,15 @@ if (Deno.args.includes("--child")) {
       `Retention of ${N.toLocaleString("en")} finished jobs (median of ${RUNS} runs)`,
       row("fill (insert + finish)", `${result.fill_s} s, ${result.fill_jobs_per_s} jobs/s`),
       row("prune (store.jobs.prune)", `${result.prune_s} s, ${result.prune_jobs_per_s} jobs/s`),
-      row(`RSS after GC, ${MARK.toLocaleString("en")} filled`, `${result.rss_fill_mark_mib} MiB`),
-      row(`RSS after GC, ${N.toLocaleString("en")} filled`, `${result.rss_fill_end_mib} MiB`),
-      row(`RSS after GC, ${MARK.toLocaleString("en")} pruned`, `${result.rss_prune_mark_mib} MiB`),
-      row(`RSS after GC, ${N.toLocaleString("en")} pruned`, `${result.rss_prune_end_mib} MiB`),
+      row("after GC, RSS (V8 heap used)", ""),
+      ...(["fill", "prune"] as const).flatMap((phase) =>
+        (["mark", "end"] as const).map((at) =>
+          row(
+            `  ${(at === "mark" ? MARK : N).toLocaleString("en")} ${PAST[phase]}`,
+            `${result[`rss_${phase}_${at}_mib`]} MiB (${result[`heap_${phase}_${at}_mib`]} MiB)`,
+          )
+        )
+      ),
       row("KV file after prune", `${result.kv_file_mib} MiB`),
       row("stats = recount from indexes", "yes (checked after fill and after prune)"),
     ].join("\n"),

@@ -10,6 +10,7 @@ import { defineHandler, z } from "../src/mod.ts";
 import type { Store } from "../src/store/mod.ts";
 import type { Job } from "../src/types.ts";
 import { resumeWaiting } from "../src/workers/resume.ts";
+import { WINDOW_MS } from "../src/pulse/mod.ts";
 import { setup, type World } from "./_setup.ts";
 
 const JOBS = "/api/pulse/jobs";
@@ -508,12 +509,12 @@ Deno.test("a job paused by its handler's own rate limit waits for that window to
   await t.waitFor(b, isPausedFor("rate_limit"));
   const round = await resumeWaiting(t.pulse.store, () => t.clock.now());
   assert.equal(round.resumed, 0);
-  assert.equal(round.next_at, t.clock.now() + MINUTE, "wakes when the handler's window reopens");
+  assert.equal(round.next_at, t.clock.now() + WINDOW_MS, "wakes when the handler's window reopens");
   await idle();
   let job = await t.pulse.store.jobs.get(b);
   assert.equal(job?.status, "paused");
   assert.equal(job?.attempt, 1, "never restarted while its handler's window is full");
-  t.clock.advance(MINUTE);
+  t.clock.advance(WINDOW_MS);
   job = await t.waitFor(b, (j) => j.status === "completed");
   assert.equal(job.attempt, 2);
   assert.deepEqual(await events(t, b), [

@@ -222,3 +222,28 @@ Deno.test("http.request caps Retry-After at one hour", async () => {
     await srv.close();
   }
 });
+
+Deno.test("http.request admits every redirect hop under the rate limit", async () => {
+  await using t = await setup([httpRequest]);
+  const srv = scriptedServer({
+    "/a": () => new Response(null, { status: 302, headers: { location: "/b" } }),
+    "/b": () => new Response(null, { status: 302, headers: { location: "/c" } }),
+    "/c": () => new Response("end"),
+  });
+  try {
+    await t.call("PUT", "/api/pulse/budget", { max_calls_per_minute: 2 });
+    const r = await t.call("POST", "/api/pulse/jobs", {
+      handler_name: "http.request",
+      payload: { url: `${srv.base}/a` },
+    });
+    const j = await t.waitFor(r.body.id, (x) => x.status === "paused");
+    assert.equal(j.pulse_state?.pause_reason, "rate_limit");
+    assert.deepEqual(
+      srv.calls.map((c) => c.path),
+      ["/a", "/b"],
+      "the third request waits for the window",
+    );
+  } finally {
+    await srv.close();
+  }
+});

@@ -52,7 +52,8 @@ export default defineHandler({
       );
     }
     await ctx.pulse.call({ cost_usd });
-    const res = await follow(url, init, allow, ctx.signal);
+    // Every redirect hop is another request to a provider: admitted like the first (no cost).
+    const res = await follow(url, init, allow, ctx.signal, () => ctx.pulse.call({ cost_usd: 0 }));
     await ctx.recordCost(cost_usd); // the provider answered: the call counts as spent
     const text = await res.text();
     if (res.status === 429 || res.status >= 500) {
@@ -81,12 +82,16 @@ export default defineHandler({
 export const MAX_RETRY_AFTER_MS = 3_600_000;
 const MAX_REDIRECTS = 5;
 
-/** Fetches, following redirects by hand so that every hop passes the allowlist. */
+/**
+ * Fetches, following redirects by hand: every hop passes the allowlist and is admitted by
+ * `admit` (the rate limit), since each is one more request to a provider.
+ */
 async function follow(
   url: string,
   init: RequestInit,
   allow: string | undefined,
   signal: AbortSignal,
+  admit: () => Promise<void>,
 ) {
   let target = new URL(url);
   let request: RequestInit = { ...init, signal };
@@ -100,6 +105,7 @@ async function follow(
       throw new PermanentError(`Redirect to "${target.protocol}" refused`, "validation_error");
     }
     checkAllowed(target, allow);
+    await admit();
     // 303 (and 301/302 after POST, as browsers do) continue as GET without a body.
     if (
       res.status === 303 || ((res.status === 301 || res.status === 302) && init.method === "POST")

@@ -184,6 +184,8 @@ function buildContext<P>(
   };
 
   async function spawn(child: SpawnRequest, ordinal: string) {
+    // A cancelled or paused parent spawns nothing more (its handler may not have noticed yet).
+    signal.throwIfAborted();
     const target = deps.registry.get(child.handler_name);
     if (!target) {
       throw new PermanentError(
