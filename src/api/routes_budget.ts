@@ -44,7 +44,10 @@ export function addBudgetRoutes(app: OpenAPIHono, store: Store, wake: () => void
       request: {
         body: { content: { "application/json": { schema: LimitsPatch } }, required: true },
       },
-      responses: ok(BudgetState, "The budget view after the change"),
+      responses: {
+        ...ok(BudgetState, "The budget view after the change"),
+        400: { description: "A negative, non-numeric or unknown value, or an unknown time zone" },
+      },
     }),
     async (c) => {
       await store.governor.setLimits(c.req.valid("json"));
