@@ -210,3 +210,22 @@ export const BudgetState = Limits.extend({
   this_month: z.string(),
 });
 export type BudgetState = z.infer<typeof BudgetState>;
+
+/**
+ * Deepest nesting of objects and arrays Pulse stores (payloads, results, checkpoints). KV cannot
+ * read back a record nested ~2,500 deep (V8's deserializer refuses it, and every list and claim
+ * that meets it fails), and measuring one deeper still overflows the stack.
+ */
+export const MAX_DEPTH = 100;
+
+/** True when `value` nests objects/arrays more than `max` deep (iterative: no stack to overflow). */
+export function depthOver(value: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== "object") continue;
+    if (depth > max) return true;
+    for (const child of Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return false;
+}

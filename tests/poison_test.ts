@@ -56,3 +56,29 @@ Deno.test("jobs that poison their handler never block the others", async () => {
   const after = await post("ok");
   await t.waitFor(after, (j) => j.status === "completed", { stepMs: 500 });
 });
+
+Deno.test("a result or checkpoint nested too deep to read back fails the job, not the API", async () => {
+  let deep: unknown = 1;
+  for (let i = 0; i < 3000; i++) deep = [deep];
+  const nester = defineHandler({
+    name: "test.nester",
+    description: "Returns or checkpoints a deeply nested value",
+    payload: z.object({ where: z.enum(["result", "checkpoint"]) }),
+    async run(ctx) {
+      if (ctx.payload.where === "checkpoint") await ctx.checkpoint(deep);
+      return deep;
+    },
+  });
+  await using t = await setup([nester]);
+  for (const where of ["result", "checkpoint"]) {
+    const r = await t.call("POST", "/api/pulse/jobs", {
+      handler_name: "test.nester",
+      payload: { where },
+    });
+    const j = await t.waitFor(r.body.id, (x) => x.status === "failed");
+    assert.equal(j.attempt, 1, where);
+    assert.match(j.error_context!.message, /nested deeper/);
+  }
+  const list = await t.call("GET", "/api/pulse/jobs?limit=10");
+  assert.equal(list.status, 200, "every stored job can still be read");
+});

@@ -10,6 +10,7 @@ import { PulseError } from "../errors.ts";
 import type { Registry } from "../handlers/mod.ts";
 import type { NewJob, Outcome, Store } from "../store/mod.ts";
 import { budgetState, pulseStateOf } from "../pulse/mod.ts";
+import { depthOver, MAX_DEPTH as MAX_PAYLOAD_DEPTH } from "../types.ts";
 import type { EnqueueRequest, Job } from "../types.ts";
 import { issuesOf } from "./errors.ts";
 
@@ -23,13 +24,6 @@ export interface ServiceDeps {
 
 /** Largest payload accepted, serialised (a job record must fit one 64 KiB KV value). */
 export const MAX_PAYLOAD_BYTES = 48 * 1024;
-
-/**
- * Deepest nesting of objects and arrays accepted in a payload. KV cannot read back a record
- * nested ~2,500 deep (V8's deserializer refuses it, and every list and claim that meets it
- * fails), and measuring one deeper still overflows the stack.
- */
-export const MAX_PAYLOAD_DEPTH = 100;
 
 /** Most jobs in one `POST /api/pulse/jobs/batch`. */
 export const MAX_BATCH_JOBS = 10_000;
@@ -193,18 +187,6 @@ export function createService(d: ServiceDeps) {
   }
 
   return { prepare, enqueue, enqueueBatch, get, act, remove, present };
-}
-
-/** True when `value` nests objects/arrays more than `max` deep (iterative: no stack to overflow). */
-function depthOver(value: unknown, max: number): boolean {
-  const stack: [unknown, number][] = [[value, 1]];
-  while (stack.length) {
-    const [v, depth] = stack.pop()!;
-    if (v === null || typeof v !== "object") continue;
-    if (depth > max) return true;
-    for (const child of Object.values(v)) stack.push([child, depth + 1]);
-  }
-  return false;
 }
 
 /** A job that finished between our read and the cancel is simply removed. */

@@ -12,7 +12,7 @@ import type { Registry } from "../handlers/mod.ts";
 import { backoffMs } from "../lifecycle/mod.ts";
 import { toMicros } from "../pulse/mod.ts";
 import type { Change, Outcome, Store } from "../store/mod.ts";
-import type { ErrorContext, Job } from "../types.ts";
+import { depthOver, type ErrorContext, type Job, MAX_DEPTH } from "../types.ts";
 import { createJobLog } from "./log.ts";
 
 export interface ExecuteDeps {
@@ -84,6 +84,9 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
     const size = JSON.stringify(outcome.result ?? null)?.length ?? 0;
     if (size > MAX_RESULT_BYTES) {
       return await fail(permanent("result", `Result is ${size} bytes, over ${MAX_RESULT_BYTES}`));
+    }
+    if (depthOver(outcome.result, MAX_DEPTH)) {
+      return await fail(permanent("result", `Result is nested deeper than ${MAX_DEPTH} levels`));
     }
     try {
       structuredClone(outcome.result); // what KV can store (functions, symbols… cannot)
@@ -177,7 +180,15 @@ function buildContext<P>(
       return write.then(() => {});
     },
     spawn: (child) => spawn(child, String(spawned++)),
-    checkpoint: (data) => touch(() => ({ checkpoint: data })),
+    checkpoint: (data) => {
+      if (depthOver(data, MAX_DEPTH)) {
+        throw new PermanentError(
+          `Checkpoint is nested deeper than ${MAX_DEPTH} levels`,
+          "validation_error",
+        );
+      }
+      return touch(() => ({ checkpoint: data }));
+    },
     lastCheckpoint: job.checkpoint,
     data: store.data(handler.dataNamespace ?? handler.name),
     log: createJobLog(job),

@@ -133,7 +133,13 @@ export function createPool(o: PoolOptions) {
       const room = o.workers + prefetch - running.size - buffer.length;
       const lookedAt = clock.now();
       if (room > 0 && (idle.length > 0 || buffer.length < prefetch / 2)) {
-        const jobs = await store.claims.next({ owner: o.owner, max: room, lease_ms: o.lease_ms });
+        const jobs = await store.claims.next({ owner: o.owner, max: room, lease_ms: o.lease_ms })
+          .catch(async (err) => {
+            // A KV error must not end the process: say so, wait a poll, try again.
+            console.error("Claim failed:", err);
+            await clock.sleep(o.poll_interval_ms, stopping.signal);
+            return [] as Job[];
+          });
         if (stopping.signal.aborted) {
           // stop() began while this claim was in flight: give the jobs back, never start them
           // (stop() no longer waits for new runs, so they would be left running).
@@ -144,7 +150,7 @@ export function createPool(o: PoolOptions) {
         if (jobs.length) continue;
       }
       // The deadline is absolute: time that passed while reading it does not lengthen the sleep.
-      const at = await wakeAt(idle.length > 0);
+      const at = await wakeAt(idle.length > 0).catch(() => clock.now() + o.poll_interval_ms);
       // A job that became due after the claim looked (time moved meanwhile): claim it now. One
       // that was already due and still not claimed (queue paused, lost races) waits a poll.
       if (at <= clock.now() && at > lookedAt) continue;
@@ -181,11 +187,15 @@ export function createPool(o: PoolOptions) {
     const every = Math.max(1, Math.floor(o.lease_ms / 3));
     while (!stopping.signal.aborted) {
       await clock.sleep(every, stopping.signal);
-      for (const r of [...running.values()]) {
-        if (!(await renew(r.job))) r.control.abort("taken");
-      }
-      for (const job of [...buffer]) {
-        if (!(await renew(job))) buffer.splice(buffer.indexOf(job), 1);
+      try {
+        for (const r of [...running.values()]) {
+          if (!(await renew(r.job))) r.control.abort("taken");
+        }
+        for (const job of [...buffer]) {
+          if (!(await renew(job))) buffer.splice(buffer.indexOf(job), 1);
+        }
+      } catch (err) {
+        console.error("Lease renewal failed (retried next beat):", err);
       }
     }
   }
