@@ -665,3 +665,26 @@ Deno.test("store.jobs.prune() removes a job whose history spans several commits"
   assert.deepEqual(left, []);
   await assertStatsExact(t);
 });
+
+Deno.test("graceful start spreads more recovered jobs than one sweep page evenly", async () => {
+  const PHASE = 10_000;
+  const N = 120;
+  await using t = await setup(HANDLERS, {
+    start: false,
+    graceful_start_phase_ms: PHASE,
+    lease_ms: LEASE,
+  });
+  const { store, pool } = t.pulse;
+  await store.jobs.insert(Array.from({ length: N }, () => NEW));
+  let dead = 0;
+  while (dead < N) {
+    dead += (await store.claims.next({ owner: "dead", max: 50, lease_ms: LEASE })).length;
+  }
+  t.clock.advance(LEASE + 1);
+  t.pulse.start();
+  await pool.sweepOnce();
+  const page = await store.jobs.list({ status: "queued" }, 1000);
+  assert.equal(page.jobs.length, N);
+  const runAts = new Set(page.jobs.map((j) => j.run_at));
+  assert.equal(runAts.size, N, "each recovered job gets its own moment");
+});

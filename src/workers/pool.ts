@@ -45,6 +45,18 @@ export interface PoolOptions {
 const MAX_SETTLE_BATCH = 40;
 const MAX_SETTLE_BYTES = 480 * 1024;
 
+/**
+ * Pure: the delay of the `i`-th of `n` recovered jobs: after its backoff, spread evenly over
+ * the rest of the start phase (no spread once the phase is over).
+ */
+export function spread(backoff: number, phaseLeft: number, i: number, n: number): number {
+  if (phaseLeft <= backoff) return backoff;
+  return backoff + Math.floor(((phaseLeft - backoff) * i) / n);
+}
+
+/** Expired leases handled per sweep; more wait for the next sweep (a few seconds later). */
+const SWEEP_MAX = 10_000;
+
 /** How often the retention loop looks for finished jobs to prune (clock ms). */
 const RETENTION_EVERY_MS = 60_000;
 
@@ -209,34 +221,32 @@ export function createPool(o: PoolOptions) {
     }
   }
 
+  /**
+   * Expires every lease that ran out. Within the graceful start phase, the recovered jobs of one
+   * sweep are spread evenly over what is left of it (their run_at), so a restart after a crash
+   * does not release them all at once; fresh work (run_at = now) goes first.
+   */
   async function sweepOnce(): Promise<number> {
+    const now = clock.now();
+    const phaseLeft = Math.max(0, startedAt + (o.graceful_start_phase_ms ?? 0) - now);
+    const ids = await store.claims.expired(now, SWEEP_MAX);
     let expired = 0;
-    for (;;) {
-      const now = clock.now();
-      const ids = await store.claims.expired(now, 50);
-      if (!ids.length) return expired;
-      // Opening: within the graceful start phase, recovered jobs are spread over what is left
-      // of it (run_at), so a restart after a crash does not release them all at once. Fresh
-      // work (run_at = now) goes first.
-      const phaseLeft = Math.max(0, startedAt + (o.graceful_start_phase_ms ?? 0) - now);
-      const outcomes = await store.transitions.apply(ids.map((id, i) => ({
+    for (let at = 0; at < ids.length; at += 50) {
+      const page = ids.slice(at, at + 50);
+      const outcomes = await store.transitions.apply(page.map((id, i) => ({
         id,
         unless: (j: Job) =>
           j.lease && Date.parse(j.lease.expires_at) > now ? `Lease of "${id}" was renewed` : null,
         event: (j: Job) => ({
           type: "expire" as const,
           now,
-          backoff_ms: Math.max(
-            backoffMs(j.retry_count + 1, random()),
-            Math.floor((phaseLeft * (i + 1)) / ids.length),
-          ),
+          backoff_ms: spread(backoffMs(j.retry_count + 1, random()), phaseLeft, at + i, ids.length),
           reason: `Lease of "${j.lease?.owner}" expired at ${j.lease?.expires_at}`,
         }),
       })));
-      const done = outcomes.filter((x) => x.ok).length;
-      expired += done;
-      if (!done) return expired;
+      expired += outcomes.filter((x) => x.ok).length;
     }
+    return expired;
   }
 
   /** Prunes finished jobs past their retention age, in rounds of 500. */
