@@ -108,3 +108,17 @@ export async function fill(pulse: Pulse, n: number, handler = "bench.noop") {
     await pulse.store.jobs.insert(items);
   }
 }
+
+/** First claim → last completion of `n` queued no-op jobs with `workers` workers (jobs/s). */
+export async function endToEnd(workers: number, n: number): Promise<number> {
+  const b = await openBench(workers, { start: false });
+  try {
+    await fill(b.pulse, n);
+    const t0 = performance.now();
+    b.pulse.start();
+    await until(async () => (await b.pulse.store.stats.read()).completed === n, 600_000, 2);
+    return n / ((performance.now() - t0) / 1000);
+  } finally {
+    await b.close();
+  }
+}

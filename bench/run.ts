@@ -3,7 +3,16 @@
  * file with no-op handlers, beside the reference loop (../shared/bench/lifecycle.ts, batched,
  * c=50) run in the same invocation. `--quick` runs a short subset for the CI regression check.
  */
-import { fill, median, openBench, peakRssMiB, percentile, rssAfterGc, until } from "./lib.ts";
+import {
+  endToEnd as endToEndOf,
+  fill,
+  median,
+  openBench,
+  peakRssMiB,
+  percentile,
+  rssAfterGc,
+  until,
+} from "./lib.ts";
 
 const args = new Set(Deno.args);
 const QUICK = args.has("--quick");
@@ -11,19 +20,7 @@ const N = QUICK ? 3000 : 20_000;
 const out: Record<string, unknown> = { quick: QUICK, n: N, deno: Deno.version.deno };
 const log = (s: string) => !args.has("--json") && console.error(s);
 
-/** First claim → last completion of N queued no-op jobs, with `workers` workers. */
-async function endToEnd(workers: number): Promise<number> {
-  const b = await openBench(workers, { start: false });
-  try {
-    await fill(b.pulse, N);
-    const t0 = performance.now();
-    b.pulse.start();
-    await until(async () => (await b.pulse.store.stats.read()).completed === N, 600_000, 2);
-    return N / ((performance.now() - t0) / 1000);
-  } finally {
-    await b.close();
-  }
-}
+const endToEnd = (workers: number) => endToEndOf(workers, N);
 
 /** 20,000 jobs through the HTTP API: one POST per job (50 in flight), then the batch route. */
 async function enqueueThroughput() {
