@@ -38,7 +38,7 @@ async function ensureRedis() {
   });
 }
 
-async function freePort() {
+function freePort() {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = l.addr as Deno.NetAddr;
   l.close();
@@ -48,7 +48,7 @@ async function freePort() {
 /** Starts redis-server on loopback with AOF in the given fsync mode; resolves once it answers. */
 async function startRedis(fsync: "always" | "everysec") {
   const dir = await Deno.makeTempDir({ prefix: "pulse-redis-" });
-  const port = await freePort();
+  const port = freePort();
   const child = new Deno.Command("redis-server", {
     args: [
       "--bind",

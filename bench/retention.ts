@@ -14,6 +14,10 @@
 import { createStore, type NewJob, type Store } from "../src/store/mod.ts";
 import { JOB_STATUSES, type JobStatus } from "../src/types.ts";
 
+/** A count of 0 for every job status. */
+const zeroCounts = () =>
+  Object.fromEntries(JOB_STATUSES.map((s) => [s, 0])) as Record<JobStatus, number>;
+
 const arg = (name: string, fallback: number) =>
   Number(Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1] ?? fallback);
 const N = arg("n", 100_000);
@@ -169,14 +173,7 @@ async function runOnce(): Promise<RunResult> {
       mem[`heap_${phase}_${at}_mib`] = m.heap;
     };
     const t0 = performance.now();
-    const expected: Record<JobStatus, number> = {
-      queued: 0,
-      running: 0,
-      paused: 0,
-      completed: 0,
-      failed: 0,
-      cancelled: 0,
-    };
+    const expected: Record<JobStatus, number> = zeroCounts();
     for (let done = 0; done < N; done += BATCH) {
       await fillBatch(store, Math.min(BATCH, N - done), now, expected);
       const processed = Math.min(N, done + BATCH);
@@ -203,14 +200,7 @@ async function runOnce(): Promise<RunResult> {
     const prune_s = (performance.now() - t1) / 1000;
     mark("prune", "end");
     if (pruned !== N) throw new Error(`Pruned ${pruned} of ${N} jobs`);
-    check(await counts(kv, store), {
-      queued: 0,
-      running: 0,
-      paused: 0,
-      completed: 0,
-      failed: 0,
-      cancelled: 0,
-    }, "after the prune");
+    check(await counts(kv, store), zeroCounts(), "after the prune");
     kv.close();
     const size = (await Deno.stat(path)).size;
     return {

@@ -285,3 +285,23 @@ export async function withKv<T>(path: string, fn: (kv: Deno.Kv) => Promise<T>): 
     kv.close();
   }
 }
+
+/** The job as the API answers it (asserts 200). */
+export async function getJob(p: PulseProcess, id: string): Promise<Json> {
+  const res = await p.api("GET", `/api/pulse/jobs/${id}`);
+  if (res.status !== 200) {
+    throw new Error(`GET job ${id}: ${res.status} ${JSON.stringify(res.body)}`);
+  }
+  return res.body;
+}
+
+/** Polls the job until `completed`; fails at once when it ends any other way. */
+export function waitCompleted(p: PulseProcess, id: string, timeoutMs = 60_000): Promise<Json> {
+  return poll(`job ${id} completed`, async () => {
+    const job = await getJob(p, id);
+    if (job.status === "failed" || job.status === "cancelled") {
+      throw new Fatal(new Error(`job ${id} ended ${job.status}: ${JSON.stringify(job)}`));
+    }
+    return job.status === "completed" ? job : undefined;
+  }, { timeoutMs, intervalMs: 50 });
+}

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import Papa from "papaparse";
 import {
   Fatal,
+  getJob,
   type Json,
   listAll,
   poll,
@@ -15,6 +16,7 @@ import {
   REPO_ROOT,
   startHealthy,
   tempDir,
+  waitCompleted,
   withKv,
 } from "./_process.ts";
 import { zeroCounts } from "./_util.ts";
@@ -63,23 +65,6 @@ function jsonRows(text: string): { rows: Record<string, unknown>[]; columns: str
   const columns = new Set<string>();
   for (const r of rows) for (const k of Object.keys(r)) columns.add(k);
   return { rows, columns: [...columns] };
-}
-
-async function getJob(p: PulseProcess, id: string): Promise<Json> {
-  const res = await p.api("GET", `/api/pulse/jobs/${id}`);
-  assert.equal(res.status, 200, JSON.stringify(res.body));
-  return res.body;
-}
-
-/** Polls the job until `completed`; fails at once when it ends any other way. */
-function waitCompleted(p: PulseProcess, id: string): Promise<Json> {
-  return poll(`job ${id} completed`, async () => {
-    const job = await getJob(p, id);
-    if (job.status === "failed" || job.status === "cancelled") {
-      throw new Fatal(new Error(`job ${id} ended ${job.status}: ${JSON.stringify(job)}`));
-    }
-    return job.status === "completed" ? job : undefined;
-  }, { timeoutMs: DEADLINE_MS, intervalMs: 50 });
 }
 
 /** Polls until the parent has `count` children and all are completed (paged, small pages). */

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
   Fatal,
+  getJob,
   type Json,
   MOD_URL,
   poll,
@@ -14,6 +15,7 @@ import {
   startHealthy,
   startPulse,
   tempDir,
+  waitCompleted,
   withKv,
 } from "./_process.ts";
 
@@ -76,26 +78,10 @@ export default defineHandler({
 });
 `;
 
-async function getJob(p: PulseProcess, id: string): Promise<Json> {
-  const res = await p.api("GET", `/api/pulse/jobs/${id}`);
-  assert.equal(res.status, 200, JSON.stringify(res.body));
-  return res.body;
-}
-
 async function enqueue(p: PulseProcess, handler_name: string, payload: unknown): Promise<string> {
   const res = await p.api("POST", "/api/pulse/jobs", { handler_name, payload });
   assert.equal(res.status, 201, JSON.stringify(res.body));
   return res.body.id;
-}
-
-function waitCompleted(p: PulseProcess, id: string): Promise<Json> {
-  return poll(`job ${id} completed`, async () => {
-    const job = await getJob(p, id);
-    if (job.status === "failed" || job.status === "cancelled") {
-      throw new Fatal(new Error(`job ${id} ended ${job.status}: ${JSON.stringify(job)}`));
-    }
-    return job.status === "completed" ? job : undefined;
-  }, { timeoutMs: DEADLINE_MS });
 }
 
 Deno.test("main.ts discovers nested handlers and reports broken modules with their paths", async () => {
