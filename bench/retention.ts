@@ -116,7 +116,7 @@ async function fillBatch(
   }
 }
 
-/** Status counts from the stats counters, the by_status and finished indexes, and the records. */
+/** Status counts from the stats counters, the by_status index, and the records. */
 async function counts(kv: Deno.Kv, store: Store) {
   const count = async (prefix: Deno.KvKey) => {
     let n = 0;
@@ -124,15 +124,12 @@ async function counts(kv: Deno.Kv, store: Store) {
     return n;
   };
   const byStatus: Record<string, number> = {};
-  const finished: Record<string, number> = {};
   for (const s of JOB_STATUSES) {
     byStatus[s] = await count(store.keys.byStatus(s));
-    finished[s] = await count([...store.keys.prefix, "finished", s]);
   }
   return {
     stats: await store.stats.read(),
     byStatus,
-    finished,
     records: await count(store.keys.jobs()),
     events: await count([...store.keys.prefix, "events"]),
   };
@@ -148,8 +145,6 @@ function check(
   for (const s of JOB_STATUSES) {
     if (c.stats[s] !== expected[s]) problems.push(`stats.${s} = ${c.stats[s]}, not ${expected[s]}`);
     if (c.byStatus[s] !== c.stats[s]) problems.push(`by_status ${s}: ${c.byStatus[s]} ≠ stats`);
-    const fin = s === "completed" || s === "failed" || s === "cancelled" ? c.stats[s] : 0;
-    if (c.finished[s] !== fin) problems.push(`finished ${s}: ${c.finished[s]} ≠ ${fin}`);
   }
   if (c.stats.total !== total || c.records !== total) {
     problems.push(`total: stats ${c.stats.total}, records ${c.records}, expected ${total}`);

@@ -130,8 +130,14 @@ Deno.test("the sweep never overwrites a completed job", async () => {
     t.clock.advance(LEASE); // the lease has just expired: the sweep may take the job back now
     const now = t.clock.now();
     const lease = { owner: "worker", attempt: claimed.attempt };
-    const complete = () =>
-      apply(store, job.id, () => ({ type: "complete", now, result: { round } }), lease);
+    // A worker's completion needs no read (it decides on the claim's own copy), so it would
+    // always win: it starts after 0–4 KV reads of its own, so the sweep's list, read and commit
+    // land before, between and after its steps across the rounds.
+    const reads = Math.floor(round / 4) % 5;
+    const complete = async () => {
+      for (let i = 0; i < reads; i++) await store.jobs.get(job.id);
+      return apply(store, job.id, () => ({ type: "complete", now, result: { round } }), lease);
+    };
     // Half the rounds race the pool's own sweep, half the same change applied directly; who
     // starts first alternates too, so both orders of the race are played.
     const sweep = round % 2 ? () => expireLikeSweep(store, job.id, now) : () => pool.sweepOnce();
@@ -164,7 +170,7 @@ Deno.test("the sweep never overwrites a completed job", async () => {
       // Out of the way of the next rounds' claims (the test's own change, not part of the race).
       assert.ok((await apply(store, job.id, () => ({ type: "cancel", now }))).ok, at);
     }
-    assert.deepEqual(await keysUnder(t.kv, store.keys.lease()), [], at);
+    assert.deepEqual(await keysUnder(t.kv, store.keys.byStatus("running")), [], at);
   }
   // Both outcomes happened, so the property was tested from both sides of the race.
   assert.ok(wins.completed > 0 && wins.expired > 0, JSON.stringify(wins));
@@ -173,6 +179,49 @@ Deno.test("the sweep never overwrites a completed job", async () => {
   assert.equal(stats.completed, wins.completed);
   assert.equal(stats.cancelled, wins.expired);
   await assertStatsExact(t);
+});
+
+Deno.test("a worker's outcome decided on a stale copy of its job is decided again on a read", async (s) => {
+  // Store A claims (and so holds a versionstamped copy); store B, another instance over the same
+  // KV, changes the job behind A's back. A's outcome must see B's change, never overwrite it.
+  const cases: Record<string, (b: Store, id: string, now: number) => Promise<unknown>> = {
+    "cancelled by another instance": (b, id, now) => apply(b, id, () => ({ type: "cancel", now })),
+    "lease renewed by another instance": (b, id, now) =>
+      b.jobs.touch(id, { owner: "a", attempt: 1 }, () => ({
+        lease: { owner: "a", expires_at: iso(now + 10 * LEASE) },
+        progress: { current: 7, total: 9 },
+      })),
+  };
+  for (const [name, change] of Object.entries(cases)) {
+    await s.step(name, async () => {
+      await using t = await setup(HANDLERS, { start: false, lease_ms: LEASE });
+      const a = t.pulse.store;
+      const b = createStore({ kv: t.kv, now: () => t.clock.now() });
+      const job = await enqueue(a);
+      const [claimed] = await a.claims.next({ owner: "a", max: 1, lease_ms: LEASE });
+      assert.equal(claimed.id, job.id);
+      const now = t.clock.now();
+      await change(b, job.id, now);
+      const changed = (await b.jobs.get(job.id))!;
+      const done = await apply(a, job.id, () => ({ type: "complete", now, result: "a" }), {
+        owner: "a",
+        attempt: 1,
+      });
+      const after = (await a.jobs.get(job.id))!;
+      if (changed.status === "cancelled") {
+        assert.ok(!done.ok && done.code === "lease_lost", JSON.stringify(done));
+        assert.equal(after.status, "cancelled");
+        assert.deepEqual(await eventsOf(a, job.id), ["enqueue", "claim", "cancel"]);
+      } else {
+        assert.ok(done.ok, JSON.stringify(done));
+        assert.equal(after.status, "completed");
+        // B's write is kept: the outcome was decided on the job as B left it.
+        assert.deepEqual(after.progress, { current: 7, total: 9 });
+        assert.deepEqual(await eventsOf(a, job.id), ["enqueue", "claim", "complete"]);
+      }
+      await assertStatsExact(t);
+    });
+  }
 });
 
 Deno.test("a worker that lost its lease cannot complete the job", async (s) => {
@@ -351,10 +400,10 @@ Deno.test("a cancelled job is never resumed by any path", async (s) => {
       assert.equal(after.status, "cancelled");
       assert.equal(after.lease, null);
       assert.deepEqual(await eventsOf(store, job.id), history);
-      // No key would bring it back: not ready, not leased, not waiting for room.
+      // No key would bring it back: not ready, not running, not waiting for room.
       const keys = [
         ...await keysUnder(t.kv, store.keys.ready()),
-        ...await keysUnder(t.kv, store.keys.lease()),
+        ...await keysUnder(t.kv, store.keys.byStatus("running")),
         ...await keysUnder(t.kv, store.keys.waiting()),
       ];
       assert.ok(!keys.some((k) => k.includes(job.id)), JSON.stringify(keys));
@@ -472,11 +521,11 @@ function ownerOf(key: Deno.KvKey, value: unknown): string | null {
   if (kind === "events" || kind === "spawned") return key[2] as string;
   if (kind === "active") return value as string;
   if (
-    ["job", "by_status", "by_queue", "by_handler", "by_parent", "finished"].includes(kind as string)
+    ["job", "by_status", "by_queue", "by_handler", "by_parent"].includes(kind as string)
   ) {
     return key[key.length - 1] as string;
   }
-  if (kind === "ready" || kind === "leases" || kind === "gov" && key[2] === "waiting") {
+  if (kind === "ready" || kind === "gov" && key[2] === "waiting") {
     return key[key.length - 1] as string;
   }
   return null;
@@ -538,7 +587,7 @@ Deno.test("store.jobs.prune() removes only jobs past their age, with every key t
     new Set([...before.values()].filter((e) => e.owner === id).map((e) => e.kind));
   assert.deepEqual(
     [...kindsOf(gone.childDone.id)].sort(),
-    ["by_handler", "by_parent", "by_queue", "by_status", "events", "finished", "job"],
+    ["by_handler", "by_parent", "by_queue", "by_status", "events", "job"],
   );
   assert.ok(kindsOf(parent.id).has("spawned"));
 
@@ -602,8 +651,8 @@ const sameKey = (a: Deno.KvKey | undefined, b: Deno.KvKey) =>
 
 /** Where prune is interrupted: which list of the removal is being read. */
 const POINTS: Record<string, (store: Store, id: string) => (s: Deno.KvListSelector) => boolean> = {
-  "after the finished index is read": (store) => (s) =>
-    "start" in s && sameKey(s.start, store.keys.finishedUntil("failed", 0)),
+  "after the status index is read": (store) => (s) =>
+    "prefix" in s && sameKey(s.prefix, store.keys.byStatus("failed")),
   "while its history is read for deletion": (store, id) => (s) =>
     "prefix" in s && sameKey(s.prefix, store.keys.events(id)),
   "while its spawn links are read for deletion": (store, id) => (s) =>

@@ -86,19 +86,15 @@ export function next(job: Job, event: JobEvent): Decision {
   const from = job.status;
   const answer = TABLE.get(keyOf(from, event.type, canRetry(job, event))) ?? null;
   if (!answer) return { ok: false, from, event: event.type };
-  let changed: Job = { ...job };
-  for (const name of answer.patches) changed = { ...changed, ...PATCHES[name](changed, event) };
+  const at = iso(event.now);
+  let changed: Job = job;
+  for (const name of answer.patches) changed = { ...changed, ...PATCHES[name](changed, event, at) };
   const seq = job.event_seq + 1;
-  const decided: Job = {
-    ...changed,
-    status: answer.to,
-    event_seq: seq,
-    updated_at: iso(event.now),
-  };
+  const decided: Job = { ...changed, status: answer.to, event_seq: seq, updated_at: at };
   const reason = reasonOf(event, decided);
   const entry: HistoryEntry = {
     seq,
-    at: iso(event.now),
+    at,
     event: event.type,
     from,
     to: answer.to,

@@ -8,7 +8,8 @@ import { iso } from "../clock.ts";
 import type { ErrorContext, Job, PauseReason } from "../types.ts";
 import type { JobEvent, PatchName } from "./machine.ts";
 
-type Patch = (job: Job, e: JobEvent) => Partial<Job>;
+/** A change to a job record; `at` is `iso(e.now)`, computed once per decision. */
+type Patch = (job: Job, e: JobEvent, at: string) => Partial<Job>;
 
 const costOf = (job: Job, e: JobEvent) =>
   "cost_actual" in e && e.cost_actual !== undefined ? e.cost_actual : job.cost_actual;
@@ -38,15 +39,15 @@ function pausedState(reason: PauseReason) {
 }
 
 export const PATCHES: Record<PatchName, Patch> = {
-  start: (job, e) => ({
+  start: (job, e, at) => ({
     lease: e.type === "claim" ? e.lease : null,
     attempt: job.attempt + 1,
-    started_at: iso(e.now),
+    started_at: at,
     pulse_state: null,
   }),
-  finish: (job, e) => ({
+  finish: (job, e, at) => ({
     lease: null,
-    completed_at: iso(e.now),
+    completed_at: at,
     result: e.type === "complete" ? e.result : undefined,
     cost_actual: costOf(job, e),
     // The job succeeded: an earlier attempt's error stays in the history, not on the record.
@@ -54,19 +55,19 @@ export const PATCHES: Record<PatchName, Patch> = {
     error_context: null,
   }),
   record_error: (_job, e) => ({ error_context: failure(e), error: failure(e).message }),
-  to_failed: (job, e) => ({ lease: null, completed_at: iso(e.now), cost_actual: costOf(job, e) }),
+  to_failed: (job, e, at) => ({ lease: null, completed_at: at, cost_actual: costOf(job, e) }),
   to_queued_after_backoff: (job, e) => ({
     lease: null,
     run_at: iso(e.now + ("backoff_ms" in e ? Math.max(0, e.backoff_ms) : 0)),
     retry_count: job.retry_count + 1,
     cost_actual: costOf(job, e),
   }),
-  to_queued_now: (_job, e) => ({ lease: null, run_at: iso(e.now) }),
+  to_queued_now: (_job, _e, at) => ({ lease: null, run_at: at }),
   unpause: () => ({ pulse_state: null }),
   pause: (_job, e) => ({
     lease: null,
     pulse_state: pausedState(e.type === "pause" ? e.pause_reason : "user_requested"),
   }),
-  cancel: (_job, e) => ({ lease: null, completed_at: iso(e.now) }),
-  reset_retries: (_job, e) => ({ retry_count: 0, run_at: iso(e.now), completed_at: null }),
+  cancel: (_job, _e, at) => ({ lease: null, completed_at: at }),
+  reset_retries: (_job, _e, at) => ({ retry_count: 0, run_at: at, completed_at: null }),
 };

@@ -32,7 +32,6 @@ export class Tally {
 }
 
 const isActive = (s: JobStatus) => ACTIVE_STATUSES.includes(s);
-const isFinished = (s: JobStatus) => s === "completed" || s === "failed" || s === "cancelled";
 
 /** Why a paused job waits for the governor (budget/rate), or null (not paused, or by a user). */
 function waitingFor(job: Job) {
@@ -93,12 +92,6 @@ export function writeChange(
   }
   if (before.status === "queued") op.delete(keys.ready(before));
   if (after.status === "queued") op.set(keys.ready(after), after.id);
-  if (before.lease) op.delete(keys.lease(before));
-  if (after.lease) op.set(keys.lease(after), after.lease.owner);
-  if (isFinished(before.status) && before.status !== after.status) op.delete(keys.finished(before));
-  if (isFinished(after.status) && before.status !== after.status) {
-    op.set(keys.finished(after), true);
-  }
   const waiting = waitingFor(after);
   if (waitingFor(before) && !waiting) op.delete(keys.waiting(after.id));
   if (waiting) op.set(keys.waiting(after.id), waiting);
@@ -113,9 +106,7 @@ export function writeRemoval(op: Deno.AtomicOperation, keys: Keys, job: Job, t: 
     .delete(keys.byHandler(job.handler_name, job.id));
   if (job.parent_job_id) op.delete(keys.byParent(job.parent_job_id, job.id));
   if (job.status === "queued") op.delete(keys.ready(job));
-  if (job.lease) op.delete(keys.lease(job));
   if (waitingFor(job)) op.delete(keys.waiting(job.id));
-  if (isFinished(job.status)) op.delete(keys.finished(job));
   if (job.source && isActive(job.status)) op.delete(keys.active(job.handler_name, job.source));
   t.move(job.status, null);
 }

@@ -3,7 +3,7 @@
  *
  * `next` keys: reads P,"ready" (run_at ≤ now), P,"job",id, P,"gov","limits" and
  * P,"gov","queue_paused"; one atomic op checks every claimed job's versionstamp and the queue
- * flag, and writes job + by_status + ready (deleted) + leases + events + stats for all of them
+ * flag, and writes job + by_status + ready (deleted) + events + stats for all of them
  * (DESIGN invariant 2: claim once). A job with a cost estimate under a budget limit reserves it
  * against today's and this month's ledgers (P,"gov","day"/"month", checked) in the same op, or
  * is paused `budget_exceeded` (failed when `pause_on_budget` is off) instead of claimed.
@@ -14,13 +14,17 @@ import { iso } from "../clock.ts";
 import { type JobEvent, next } from "../lifecycle/mod.ts";
 import { fits, limitMicros, periodOf, toMicros } from "../pulse/mod.ts";
 import type { Job, Limits } from "../types.ts";
+import type { Known } from "./_known.ts";
 import { Ledgers } from "./_ledgers.ts";
 import { Tally, writeChange } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
 import { getJobs } from "./transitions.ts";
 
-/** Claims per commit: 9 mutations and 1 check each stays under KV's 1000 / 100 limits. */
-export const MAX_CLAIMS_PER_COMMIT = 50;
+/**
+ * Claims per commit: ≤ 7 mutations and 1 check each, plus the queue flag and ≤ 2 ledger checks,
+ * stays under KV's 1000 mutations / 100 checks per commit.
+ */
+export const MAX_CLAIMS_PER_COMMIT = 90;
 
 export interface ClaimOptions {
   owner: string;
@@ -32,7 +36,8 @@ export function createClaims(
   kv: Deno.Kv,
   keys: Keys,
   now: () => number,
-  limits: () => Promise<Limits>,
+  seed: Limits,
+  known: Known,
 ) {
   /** Claims up to `max` ready jobs (run_at ≤ now), oldest run_at first, in one commit. */
   async function claimNext(o: ClaimOptions): Promise<Job[]> {
@@ -40,23 +45,27 @@ export function createClaims(
     if (max <= 0) return [];
     for (let round = 0; round < 8; round++) {
       const t = now();
-      const paused = await kv.get<boolean>(keys.queuePaused());
+      const [paused, stored] = await kv.getMany<[boolean, Limits]>([
+        keys.queuePaused(),
+        keys.limits(),
+      ]);
       if (paused.value) return [];
+      const lim = stored.value ?? seed;
       const ids: string[] = [];
       const iter = kv.list<string>({ start: keys.ready(), end: keys.readyUntil(t + 1) }, {
         limit: max,
       });
       for await (const e of iter) ids.push(e.value);
       if (!ids.length) return [];
-      const [entries, lim] = await Promise.all([getJobs(kv, keys, ids), limits()]);
+      const entries = await getJobs(kv, keys, ids);
       const op = kv.atomic().check(paused);
       const tally = new Tally();
       const ledgers = new Ledgers(kv, keys);
       const claimed: Job[] = [];
       let changed = 0;
+      const lease = { owner: o.owner, expires_at: iso(t + o.lease_ms) };
       for (const entry of entries) {
         if (entry.value?.status !== "queued") continue;
-        const lease = { owner: o.owner, expires_at: iso(t + o.lease_ms) };
         const admitted = await admit(entry.value, lim, t, ledgers);
         const event: JobEvent = admitted
           ? { type: "claim", now: t, lease }
@@ -77,7 +86,9 @@ export function createClaims(
       tally.apply(op, keys);
       ledgers.write(op);
       // Only refusals (paused for budget) in this round: look again for jobs that fit.
-      if ((await op.commit()).ok && claimed.length) return claimed;
+      const res = await op.commit();
+      if (res.ok) { for (const job of claimed) known.wrote(job, res.versionstamp); }
+      if (res.ok && claimed.length) return claimed;
       // Or another dispatcher claimed one of these first: read the ready index again.
     }
     return [];
@@ -109,12 +120,19 @@ export function createClaims(
     return null;
   }
 
-  /** Ids of running jobs whose lease expired at or before `at`, oldest expiry first. */
-  async function expired(at: number, limit: number): Promise<string[]> {
+  /**
+   * Ids of running jobs whose lease expired at or before `at`, oldest expiry first. Reads every
+   * running job (there is no lease index: see keys.ts), at most `scan` of them per call.
+   */
+  async function expired(at: number, scan: number): Promise<string[]> {
     const ids: string[] = [];
-    const iter = kv.list({ start: keys.lease(), end: keys.leasesUntil(at + 1) }, { limit });
+    const iter = kv.list({ prefix: keys.byStatus("running") }, { limit: scan, batchSize: 500 });
     for await (const e of iter) ids.push(e.key[e.key.length - 1] as string);
-    return ids;
+    const expiry = (j: Job) => Date.parse(j.lease?.expires_at ?? "") || 0;
+    return (await getJobs(kv, keys, ids))
+      .flatMap((e) => e.value?.status === "running" && expiry(e.value) <= at ? [e.value] : [])
+      .sort((a, b) => expiry(a) - expiry(b))
+      .map((j) => j.id);
   }
 
   return { next: claimNext, nextRunAt, expired };

@@ -19,6 +19,7 @@ import {
 } from "../pulse/mod.ts";
 import { EMPTY_LEDGER, type Ledger } from "../pulse/mod.ts";
 import type { Job, Limits, PauseReason } from "../types.ts";
+import type { Known } from "./_known.ts";
 import { Ledgers } from "./_ledgers.ts";
 import { Tally, writeChange } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
@@ -30,7 +31,13 @@ export type CallOutcome =
 
 const ROUNDS = 64;
 
-export function createGovernor(kv: Deno.Kv, keys: Keys, now: () => number, seed: Limits) {
+export function createGovernor(
+  kv: Deno.Kv,
+  keys: Keys,
+  now: () => number,
+  seed: Limits,
+  known: Known,
+) {
   async function limits(): Promise<Limits> {
     return (await kv.get<Limits>(keys.limits())).value ?? seed;
   }
@@ -78,6 +85,7 @@ export function createGovernor(kv: Deno.Kv, keys: Keys, now: () => number, seed:
    * A refusal pauses the job in the same commit and releases what it held.
    */
   async function admitCall(id: string, lease: { owner: string; attempt: number }, cost: number) {
+    known.forget(id); // the job record changes here: its outcome must read it again
     for (let round = 0; round < ROUNDS; round++) {
       const t = now();
       const [entry, lim] = [await kv.get<Job>(keys.job(id)), await limits()];
@@ -172,6 +180,7 @@ export function createGovernor(kv: Deno.Kv, keys: Keys, now: () => number, seed:
 
   /** Records money actually spent by a job (always: spent money cannot be refused). */
   async function recordCost(id: string, micros: number): Promise<Job | null> {
+    known.forget(id); // the job record changes here: its outcome must read it again
     for (let round = 0; round < ROUNDS; round++) {
       const t = now();
       const entry = await kv.get<Job>(keys.job(id));

@@ -4,9 +4,11 @@
  *
  * @module
  */
+import { decodeTime } from "ulid";
 import { iso } from "../clock.ts";
 import type { Job } from "../types.ts";
 import { SCHEMA_VERSION } from "../types.ts";
+import type { Known } from "./_known.ts";
 import { Tally, writeNew, writeRemoval } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
 import { getJobs, holds } from "./transitions.ts";
@@ -41,7 +43,13 @@ const COMMIT_BYTES = 600 * 1024;
 /** History and link deletions per removal commit, beside the record's own ~12 mutations. */
 const DELETES_PER_COMMIT = 500;
 
-export function createJobs(kv: Deno.Kv, keys: Keys, now: () => number, newId: () => string) {
+export function createJobs(
+  kv: Deno.Kv,
+  keys: Keys,
+  now: () => number,
+  newId: () => string,
+  known: Known,
+) {
   async function insert(items: readonly NewJob[]): Promise<InsertOutcome[]> {
     const out: InsertOutcome[] = [];
     for (const chunk of chunksOf(items)) out.push(...await insertChunk(chunk));
@@ -139,11 +147,11 @@ export function createJobs(kv: Deno.Kv, keys: Keys, now: () => number, newId: ()
       if (!entry.value || !holds(entry.value, lease)) return null;
       const before = entry.value;
       const after: Job = { ...before, ...patch(before), updated_at: iso(now()) };
-      const op = kv.atomic().check(entry).set(keys.job(id), after);
-      if (before.lease && after.lease && before.lease.expires_at !== after.lease.expires_at) {
-        op.delete(keys.lease(before)).set(keys.lease(after), after.lease.owner);
+      const res = await kv.atomic().check(entry).set(keys.job(id), after).commit();
+      if (res.ok) {
+        known.wrote(after, res.versionstamp);
+        return after;
       }
-      if ((await op.commit()).ok) return after;
     }
     return null;
   }
@@ -181,19 +189,33 @@ export function createJobs(kv: Deno.Kv, keys: Keys, now: () => number, newId: ()
 
   /**
    * Retention: removes up to `limit` jobs per status that finished at least `ages[status]` ms
-   * before `now` (oldest first). Returns how many were removed.
+   * before `now`. Walks the status index in id (creation) order and stops at the first job
+   * created after the cut-off: it cannot have finished before it. Returns how many were removed.
    */
   async function prune(now: number, ages: RetentionAges, limit = 500): Promise<number> {
     let removed = 0;
     for (const [status, age] of Object.entries(ages) as [FinishedStatus, number | null][]) {
       if (age === null) continue;
-      const end = keys.finishedUntil(status, now - age + 1);
-      const start = keys.finishedUntil(status, 0);
-      for await (const e of kv.list({ start, end }, { limit })) {
+      const cutoff = now - age;
+      let left = limit;
+      let ids: string[] = [];
+      const due = async () => {
+        for (const job of (await getMany(ids)).filter((j) => j && finishedBy(j, status, cutoff))) {
+          // Only while still finished: a job retried meanwhile is active again and stays.
+          if (left > 0 && await remove(job!.id, (j) => finishedBy(j, status, cutoff))) {
+            removed++;
+            left--;
+          }
+        }
+        ids = [];
+      };
+      for await (const e of kv.list({ prefix: keys.byStatus(status) }, { batchSize: 100 })) {
         const id = e.key[e.key.length - 1] as string;
-        // Only while still finished: a job retried meanwhile is active again and stays.
-        if (await remove(id, (j) => j.status === status)) removed++;
+        if (createdAt(id) > cutoff || left <= 0) break;
+        ids.push(id);
+        if (ids.length === 10) await due();
       }
+      await due();
     }
     return removed;
   }
@@ -249,6 +271,20 @@ function chunksOf(items: readonly NewJob[]): NewJob[][] {
   }
   if (chunk.length) chunks.push(chunk);
   return chunks;
+}
+
+/** True when `job` is `status` and finished at or before `cutoff` (epoch ms). */
+function finishedBy(job: Job, status: FinishedStatus, cutoff: number): boolean {
+  return job.status === status && Date.parse(job.completed_at ?? "") <= cutoff;
+}
+
+/** The creation time a ULID carries (epoch ms); 0 for an id that is not one (no bound). */
+function createdAt(id: string): number {
+  try {
+    return decodeTime(id);
+  } catch {
+    return 0;
+  }
 }
 
 const dedupKey = (j: { handler_name: string; source: string }) =>

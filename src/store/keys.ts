@@ -13,9 +13,6 @@
  * | P,"active",handler_name,source         | id                 | set while the job is queued/running/paused and  |
  * |                                        |                    | source ≠ "" (checked absent when set: dedup)    |
  * | P,"ready",run_at_ms,priority,id        | id                 | present exactly while the job is queued         |
- * | P,"leases",expires_ms,id               | owner              | present exactly while the job is running        |
- * | P,"finished",status,ms,id              | true               | present while completed/failed/cancelled, at    |
- * |                                        |                    | completed_at (retention walks it)               |
  * | P,"events",id,seq                      | JobEvent           | every commit that changes a job                 |
  * | P,"spawned",parent_id,key              | child id           | jobs.insert of a child via ctx.spawn (checked)  |
  * | P,"stats",status,"in" / "out"          | Deno.KvU64         | `sum` in the same commit as each status change  |
@@ -31,6 +28,12 @@
  * | P,"gov","waiting",id                   | pause reason       | present while paused for budget or rate         |
  *
  * A status count is `in − out` (both only grow, so `sum` never has to decrement).
+ *
+ * There is no lease index and no finished-at index: each would cost two more writes in every
+ * claim and completion commit. The lease sweep reads the running jobs (P,"by_status","running":
+ * at most the workers of all instances plus what they claimed ahead), and retention walks
+ * P,"by_status",status in id order: a ULID's time is the job's creation, never after it
+ * finished, so the walk stops at the first id created after the cut-off.
  *
  * @module
  */
@@ -53,17 +56,6 @@ export function createKeys(prefix: Prefix) {
     ready: (job?: Pick<Job, "run_at" | "priority" | "id">): Deno.KvKey =>
       job ? [...P, "ready", Date.parse(job.run_at), job.priority, job.id] : [...P, "ready"],
     readyUntil: (ms: number): Deno.KvKey => [...P, "ready", ms],
-    lease: (job?: Job): Deno.KvKey =>
-      job?.lease ? [...P, "leases", Date.parse(job.lease.expires_at), job.id] : [...P, "leases"],
-    leasesUntil: (ms: number): Deno.KvKey => [...P, "leases", ms],
-    finished: (job: Pick<Job, "status" | "completed_at" | "id">): Deno.KvKey => [
-      ...P,
-      "finished",
-      job.status,
-      Date.parse(job.completed_at ?? "") || 0,
-      job.id,
-    ],
-    finishedUntil: (status: JobStatus, ms: number): Deno.KvKey => [...P, "finished", status, ms],
     events: (id: string): Deno.KvKey => [...P, "events", id],
     event: (id: string, seq: number): Deno.KvKey => [...P, "events", id, seq],
     spawned: (parent: string, key?: string): Deno.KvKey => tail([...P, "spawned", parent], key),

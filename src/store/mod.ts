@@ -6,6 +6,7 @@
  * @module
  */
 import { monotonicFactory } from "ulid";
+import { Known } from "./_known.ts";
 import { createClaims } from "./claims.ts";
 import { createData } from "./data.ts";
 import { createGovernor } from "./governor.ts";
@@ -44,7 +45,8 @@ export interface StoreOptions {
 
 /**
  * Builds the store over one `Deno.Kv` handle. Holds no mutable state of its own beyond the id
- * factory, so two stores over one handle race for real.
+ * factory and its versionstamped copies of the jobs it runs (checked at every use: _known.ts),
+ * so two stores over one handle race for real.
  *
  * @example
  * ```ts
@@ -60,14 +62,16 @@ export function createStore(o: StoreOptions) {
   const keys = createKeys(o.prefix ?? ["pulse"]);
   const ulid = monotonicFactory();
   const newId = o.newId ?? (() => ulid(o.now()));
-  const jobs = createJobs(o.kv, keys, o.now, newId);
+  const known = new Known(keys);
+  const jobs = createJobs(o.kv, keys, o.now, newId, known);
   const list = createList(o.kv, keys);
-  const governor = createGovernor(o.kv, keys, o.now, o.limits ?? NO_LIMITS);
+  const seed = o.limits ?? NO_LIMITS;
+  const governor = createGovernor(o.kv, keys, o.now, seed, known);
   return {
     keys,
     jobs: { ...jobs, ...list },
-    transitions: createTransitions(o.kv, keys),
-    claims: createClaims(o.kv, keys, o.now, governor.limits),
+    transitions: createTransitions(o.kv, keys, known),
+    claims: createClaims(o.kv, keys, o.now, seed, known),
     governor,
     stats: createStats(o.kv, keys),
     data: createData(o.kv, keys),

@@ -7,6 +7,7 @@
  */
 import { type JobEvent, type JobEventType, next } from "../lifecycle/mod.ts";
 import type { Job } from "../types.ts";
+import type { Known } from "./_known.ts";
 import { Ledgers } from "./_ledgers.ts";
 import { Tally, writeChange } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
@@ -32,11 +33,14 @@ export interface Change {
 
 const MAX_ROUNDS = 32;
 
-export function createTransitions(kv: Deno.Kv, keys: Keys) {
-  /** Applies every change in one commit (max ~80 per call); returns one outcome per change. */
+export function createTransitions(kv: Deno.Kv, keys: Keys, known: Known) {
+  /**
+   * Applies every change in one commit (max ~80 per call); returns one outcome per change.
+   * A worker's change is first decided on this store's own copy of the job (see _known.ts).
+   */
   async function apply(changes: readonly Change[]): Promise<Outcome[]> {
     for (let round = 0; round < MAX_ROUNDS; round++) {
-      const entries = await getJobs(kv, keys, changes.map((c) => c.id));
+      const entries = await read(changes, round === 0);
       const op = kv.atomic();
       const tally = new Tally();
       const ledgers = new Ledgers(kv, keys);
@@ -48,7 +52,10 @@ export function createTransitions(kv: Deno.Kv, keys: Keys) {
       tally.apply(op, keys);
       ledgers.write(op);
       const res = await op.commit();
-      if (res.ok) return outcomes;
+      if (res.ok) {
+        for (const o of outcomes) if (o.ok) known.wrote(o.job, res.versionstamp);
+        return outcomes;
+      }
       // Lost a race: another commit changed one of these jobs. Re-read and decide again.
     }
     return changes.map((c) => ({
@@ -56,6 +63,15 @@ export function createTransitions(kv: Deno.Kv, keys: Keys) {
       code: "conflict" as const,
       message: `Cannot change job "${c.id}": too many concurrent updates, try again`,
     }));
+  }
+
+  /** The jobs as stored: from the store's copies when `copies` (worker changes only), or read. */
+  async function read(changes: readonly Change[], copies: boolean) {
+    const entries = changes.map((c) => copies && c.lease ? known.get(c.id) : undefined);
+    const missing = changes.filter((_, i) => !entries[i]).map((c) => c.id);
+    if (!missing.length) return entries as Deno.KvEntryMaybe<Job>[];
+    const fresh = await getJobs(kv, keys, missing);
+    return entries.map((e) => e ?? fresh.shift()!);
   }
 
   async function decide(

@@ -1,7 +1,8 @@
 /**
  * Group commit: outcomes submitted while a commit is in flight ride together in the next one.
- * At low load each outcome commits alone at once (no added latency); under load up to `max`
- * share one atomic commit, which is what a KV file is fast at (DESIGN invariant 10).
+ * An idle batcher starts its commit one macrotask later, so outcomes settled in the same turn
+ * of the event loop (a claimed batch of no-op jobs ends together) share it; under load up to
+ * `max` share one atomic commit, which is what a KV file is fast at (DESIGN invariant 10).
  *
  * @module
  */
@@ -11,7 +12,6 @@ export function createBatcher<T, R>(flush: (items: T[]) => Promise<R[]>, max: nu
   let draining = false;
 
   async function drain() {
-    draining = true;
     while (queue.length) {
       const batch = queue.slice(0, max);
       queue = queue.slice(max);
@@ -29,7 +29,9 @@ export function createBatcher<T, R>(flush: (items: T[]) => Promise<R[]>, max: nu
     submit(item: T): Promise<R> {
       return new Promise<R>((resolve, reject) => {
         queue.push({ item, resolve, reject });
-        if (!draining) drain();
+        if (draining) return;
+        draining = true;
+        setTimeout(drain, 0);
       });
     },
   };

@@ -20,7 +20,7 @@ import {
 import { createBatcher } from "./batcher.ts";
 import type { Job } from "../types.ts";
 import { execute } from "./execute.ts";
-import { poolMachine, workerMachine } from "./machines.ts";
+import { createWorker, poolMachine, type Worker } from "./machines.ts";
 import { resumeWaiting } from "./resume.ts";
 import { createWakeup } from "./wakeup.ts";
 
@@ -41,8 +41,8 @@ export interface PoolOptions {
   random?: () => number;
 }
 
-/** Outcomes per group commit: ~10 mutations and ≤ 2 checks each, under KV's 1000 / 100. */
-const MAX_SETTLE_BATCH = 40;
+/** Outcomes per group commit: ≤ 8 mutations and 1 check each (+ ≤ 4 ledger checks), under KV's 1000 / 100. */
+const MAX_SETTLE_BATCH = 90;
 const MAX_SETTLE_BYTES = 480 * 1024;
 
 /**
@@ -74,14 +74,7 @@ export function createPool(o: PoolOptions) {
   const governWakeup = createWakeup(clock);
   const stopping = new AbortController();
   const running = new Map<string, Running>();
-  const workers = Array.from({ length: o.workers }, () => createActor(workerMachine).start());
-  for (const w of workers) {
-    w.subscribe((s) => {
-      if (!s.matches("idle")) return;
-      wakeup.notify();
-      governWakeup.notify(); // a finished job may have released money
-    });
-  }
+  const workers = Array.from({ length: o.workers }, createWorker);
   const outcomes = createBatcher(settleMany, MAX_SETTLE_BATCH);
   const settle = async (change: Change): Promise<Outcome> => {
     const r = await outcomes.submit(change);
@@ -122,13 +115,18 @@ export function createPool(o: PoolOptions) {
     return out;
   }
 
-  function run(worker: (typeof workers)[number], job: Job) {
+  function run(worker: Worker, job: Job) {
     const control = new AbortController();
+    worker.send({ type: "run", jobId: job.id });
     const done = execute(job, deps, control)
       .then(() => {}, (err) => console.error(`Job "${job.id}" ended with an engine error:`, err))
-      .finally(() => running.delete(job.id));
+      .finally(() => {
+        running.delete(job.id);
+        worker.send({ type: "done" });
+        wakeup.notify();
+        governWakeup.notify(); // a finished job may have released money
+      });
     running.set(job.id, { job, control, done });
-    worker.send({ type: "run", jobId: job.id, work: () => done });
   }
 
   /**
@@ -140,7 +138,7 @@ export function createPool(o: PoolOptions) {
 
   async function dispatch() {
     while (!stopping.signal.aborted) {
-      const idle = workers.filter((w) => w.getSnapshot().matches("idle"));
+      const idle = workers.filter((w) => w.state === "idle");
       while (idle.length && buffer.length) run(idle.shift()!, buffer.shift()!);
       const room = o.workers + prefetch - running.size - buffer.length;
       const lookedAt = clock.now();
@@ -339,7 +337,6 @@ export function createPool(o: PoolOptions) {
       timeout.abort();
       await requeue([...running.values()].map((r) => r.job), "Pool stopped: stop timeout");
       await Promise.all(loops);
-      for (const w of workers) w.stop();
       actor.send({ type: "stopped" });
     },
     /** Wakes the dispatcher now (new work in this process). */
