@@ -13,6 +13,7 @@ import {
   rssAfterGc,
   until,
 } from "./lib.ts";
+import { decodeJob } from "../src/store/mod.ts";
 
 const args = new Set(Deno.args);
 const QUICK = args.has("--quick");
@@ -85,12 +86,9 @@ async function latency(rate: number, count: number) {
     await until(async () => (await b.pulse.store.stats.read()).completed === count);
     const pickup = [...enqueued].map(([id, at]) => b.starts.get(id)! - at);
     const done: number[] = [];
-    for await (
-      const e of b.kv.list<{ created_at: string; completed_at: string }>({
-        prefix: ["pulse", "job"],
-      })
-    ) {
-      done.push(Date.parse(e.value.completed_at) - Date.parse(e.value.created_at));
+    for await (const e of b.kv.list({ prefix: ["pulse", "job"] })) {
+      const job = decodeJob(e.key[2] as string, e.value);
+      done.push(Date.parse(job.completed_at!) - Date.parse(job.created_at));
     }
     return {
       pickup_p50_ms: percentile(pickup, 50),

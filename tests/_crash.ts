@@ -21,6 +21,7 @@ import {
   tempDir,
   withKv,
 } from "./_process.ts";
+import { decodeEvent, decodeJob } from "../src/store/mod.ts";
 import { zeroCounts } from "./_util.ts";
 
 export interface CrashOptions {
@@ -317,17 +318,20 @@ async function verify(
 
     // Every enqueued job exists, and no other.
     const jobs = new Map(
-      (await list<Json>(["pulse", "job"])).map((e) => [e.key[2] as string, e.value]),
+      (await list(["pulse", "job"])).map((e) => {
+        const id = e.key[2] as string;
+        return [id, decodeJob(id, e.value) as Json];
+      }),
     );
     assert.equal(jobs.size, ids.length, `${where} job records`);
     assert.deepEqual([...jobs.keys()].sort(), [...ids].sort(), `${where} job ids`);
 
     // Histories, grouped by job.
     const events = new Map<string, Json[]>();
-    for (const e of await list<Json>(["pulse", "events"])) {
+    for (const e of await list(["pulse", "events"])) {
       const id = e.key[2] as string;
       if (!events.has(id)) events.set(id, []);
-      events.get(id)!.push({ ...e.value, key_seq: e.key[3] });
+      events.get(id)!.push({ ...decodeEvent(e.value), key_seq: e.key[3] });
     }
     assert.deepEqual([...events.keys()].sort(), [...ids].sort(), `${where} histories`);
 

@@ -4,6 +4,7 @@
  * file. Expected values come from parsers other than the product's (papaparse, JSON.parse).
  */
 import assert from "node:assert/strict";
+import { decodeJob } from "../src/store/mod.ts";
 import { join } from "node:path";
 import Papa from "papaparse";
 import {
@@ -227,7 +228,10 @@ Deno.test("main.ts imports airports.csv, flights-2k.json and a tricky CSV end to
       kv.list({ prefix: ["pulse", "data", "data.import", "staging"] }),
     );
     assert.equal(staged.length, 0, "staged rows left behind");
-    const jobs = await Array.fromAsync(kv.list<{ status: string }>({ prefix: ["pulse", "job"] }));
+    const jobs = (await Array.fromAsync(kv.list({ prefix: ["pulse", "job"] }))).map((e) => ({
+      key: e.key,
+      value: decodeJob(e.key[2] as string, e.value),
+    }));
     assert.equal(jobs.length, totalJobs);
     assert.deepEqual(jobs.filter((e) => e.value.status === "running").map((e) => e.key), []);
     assert.equal(jobs.filter((e) => e.value.status === "completed").length, totalJobs);

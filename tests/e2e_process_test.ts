@@ -4,6 +4,7 @@
  * the next start); and the KV file lock against a second process, released by kill -9.
  */
 import assert from "node:assert/strict";
+import { decodeEvent, decodeJob } from "../src/store/mod.ts";
 import { join } from "node:path";
 import {
   Fatal,
@@ -175,14 +176,15 @@ Deno.test("main.ts on SIGTERM re-queues running jobs with their checkpoints; the
 
   await withKv(kvPath, async (kv) => {
     for (const [i, id] of ids.entries()) {
-      const job = (await kv.get<Json>(["pulse", "job", id])).value;
+      const job = decodeJob(id, (await kv.get(["pulse", "job", id])).value) as Json;
       assert.ok(job, `job ${id} missing`);
       assert.equal(job.status, "queued", `job ${id}`);
       assert.deepEqual(job.checkpoint, { step: i + 1 });
       assert.equal(job.retry_count, 0);
       assert.equal(job.attempt, 1);
       assert.equal(job.lease, null);
-      const events = await Array.fromAsync(kv.list<Json>({ prefix: ["pulse", "events", id] }));
+      const events = (await Array.fromAsync(kv.list({ prefix: ["pulse", "events", id] })))
+        .map((e) => ({ value: decodeEvent(e.value) }));
       assert.deepEqual(
         events.map((e) => e.value.event),
         ["enqueue", "claim", "requeue"],
@@ -250,12 +252,13 @@ Deno.test("main.ts on SIGTERM re-queues a job that ignores its abort once the st
   assert.ok(took <= STOP_TIMEOUT_MS + MARGIN_MS, `exit took ${took} ms`);
 
   await withKv(kvPath, async (kv) => {
-    const job = (await kv.get<Json>(["pulse", "job", id])).value;
+    const job = decodeJob(id, (await kv.get(["pulse", "job", id])).value) as Json;
     assert.equal(job.status, "queued");
     assert.deepEqual(job.checkpoint, { step: "started" });
     assert.equal(job.retry_count, 0);
     assert.equal(job.lease, null);
-    const events = await Array.fromAsync(kv.list<Json>({ prefix: ["pulse", "events", id] }));
+    const events = (await Array.fromAsync(kv.list({ prefix: ["pulse", "events", id] })))
+      .map((e) => ({ value: decodeEvent(e.value) }));
     assert.deepEqual(events.map((e) => e.value.event), ["enqueue", "claim", "requeue"]);
   });
 });

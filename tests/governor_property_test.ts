@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { defineHandler, z } from "../src/mod.ts";
 import { periodOf, toMicros } from "../src/pulse/mod.ts";
-import type { CallOutcome, Store } from "../src/store/mod.ts";
+import { type CallOutcome, decodeJob, type Store } from "../src/store/mod.ts";
 import type { Job, Limits } from "../src/types.ts";
 import { resumeWaiting } from "../src/workers/resume.ts";
 import { busiestMinute } from "./_util.ts";
@@ -103,7 +103,9 @@ const limitsArb = fc.record({
 
 async function allJobs(kv: Deno.Kv, store: Store): Promise<Job[]> {
   const out: Job[] = [];
-  for await (const e of kv.list<Job>({ prefix: store.keys.jobs() })) out.push(e.value);
+  for await (const e of kv.list({ prefix: store.keys.jobs() })) {
+    out.push(decodeJob(e.key[e.key.length - 1] as string, e.value));
+  }
   return out;
 }
 

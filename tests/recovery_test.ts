@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { iso } from "../src/clock.ts";
 import { backoffMs } from "../src/lifecycle/mod.ts";
 import { defineHandler, z } from "../src/mod.ts";
-import { createStore, type NewJob, type Outcome, type Store } from "../src/store/mod.ts";
+import { createStore, decodeJob, type NewJob, type Outcome, type Store } from "../src/store/mod.ts";
 import { type Job, JOB_STATUSES, type JobStatus } from "../src/types.ts";
 import { resumeWaiting } from "../src/workers/resume.ts";
 import { setup, type World } from "./_setup.ts";
@@ -95,8 +95,8 @@ async function recount(t: World) {
   const { kv, pulse: { store } } = t;
   const zero = () => Object.fromEntries(JOB_STATUSES.map((s) => [s, 0])) as Record<string, number>;
   const records = zero();
-  for await (const e of kv.list<Job>({ prefix: [...store.keys.prefix, "job"] })) {
-    records[e.value.status]++;
+  for await (const e of kv.list({ prefix: [...store.keys.prefix, "job"] })) {
+    records[decodeJob(e.key[e.key.length - 1] as string, e.value).status]++;
   }
   const index = zero();
   for (const s of JOB_STATUSES) index[s] = (await keysUnder(kv, store.keys.byStatus(s))).length;

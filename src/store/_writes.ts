@@ -6,6 +6,7 @@
  * @module
  */
 import { ACTIVE_STATUSES, type Job, type JobEvent, type JobStatus } from "../types.ts";
+import { encodeEvent, encodeJob } from "./_codec.ts";
 import type { Keys } from "./keys.ts";
 
 /** Status counts and signals of one commit, applied as `sum` mutations at the end. */
@@ -47,11 +48,11 @@ export function writeNew(
   entry: JobEvent,
   t: Tally,
 ) {
-  op.set(keys.job(job.id), job)
+  op.set(keys.job(job.id), encodeJob(job))
     .set(keys.byStatus(job.status, job.id), true)
     .set(keys.byQueue(job.queue, job.id), true)
     .set(keys.byHandler(job.handler_name, job.id), true)
-    .set(keys.event(job.id, entry.seq), entry);
+    .set(keys.event(job.id, entry.seq), encodeEvent(entry));
   if (job.parent_job_id) op.set(keys.byParent(job.parent_job_id, job.id), true);
   if (job.source && isActive(job.status)) op.set(keys.active(job.handler_name, job.source), job.id);
   if (job.status === "queued") op.set(keys.ready(job), job.id);
@@ -70,8 +71,8 @@ export function writeChange(
   entry: JobEvent | null,
   t: Tally,
 ) {
-  op.set(keys.job(after.id), after);
-  if (entry) op.set(keys.event(after.id, entry.seq), entry);
+  op.set(keys.job(after.id), encodeJob(after));
+  if (entry) op.set(keys.event(after.id, entry.seq), encodeEvent(entry));
   if (before.status !== after.status) {
     op.delete(keys.byStatus(before.status, before.id)).set(
       keys.byStatus(after.status, after.id),

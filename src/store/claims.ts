@@ -45,19 +45,20 @@ export function createClaims(
     if (max <= 0) return [];
     for (let round = 0; round < 8; round++) {
       const t = now();
-      const [paused, stored] = await kv.getMany<[boolean, Limits]>([
-        keys.queuePaused(),
-        keys.limits(),
-      ]);
-      if (paused.value) return [];
-      const lim = stored.value ?? seed;
       const ids: string[] = [];
       const iter = kv.list<string>({ start: keys.ready(), end: keys.readyUntil(t + 1) }, {
         limit: max,
+        batchSize: max,
       });
       for await (const e of iter) ids.push(e.value);
       if (!ids.length) return [];
-      const entries = await getJobs(kv, keys, ids);
+      // The flags are read beside the jobs (one round trip), and the queue flag is checked.
+      const [[paused, stored], entries] = await Promise.all([
+        kv.getMany<[boolean, Limits]>([keys.queuePaused(), keys.limits()]),
+        getJobs(kv, keys, ids),
+      ]);
+      if (paused.value) return [];
+      const lim = stored.value ?? seed;
       const op = kv.atomic().check(paused);
       const tally = new Tally();
       const ledgers = new Ledgers(kv, keys);

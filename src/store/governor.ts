@@ -19,11 +19,12 @@ import {
 } from "../pulse/mod.ts";
 import { EMPTY_LEDGER, type Ledger } from "../pulse/mod.ts";
 import type { Job, Limits, PauseReason } from "../types.ts";
+import { encodeJob } from "./_codec.ts";
 import type { Known } from "./_known.ts";
 import { Ledgers } from "./_ledgers.ts";
 import { Tally, writeChange } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
-import { holds, releaseReservation } from "./transitions.ts";
+import { getJob, holds, releaseReservation } from "./transitions.ts";
 
 export type CallOutcome =
   | { ok: true }
@@ -88,7 +89,7 @@ export function createGovernor(
     known.forget(id); // the job record changes here: its outcome must read it again
     for (let round = 0; round < ROUNDS; round++) {
       const t = now();
-      const [entry, lim] = [await kv.get<Job>(keys.job(id)), await limits()];
+      const [entry, lim] = [await getJob(kv, keys, id), await limits()];
       const job = entry.value;
       if (!job || !holds(job, lease)) return { ok: false, reason: "lease_lost" } as CallOutcome;
       const op = kv.atomic().check(entry);
@@ -173,7 +174,7 @@ export function createGovernor(
       admitted_micros: r.admitted_micros + cost,
     };
     if (cost > 0 || job.reservation) {
-      op.set(keys.job(job.id), { ...job, reservation, updated_at: iso(t) });
+      op.set(keys.job(job.id), encodeJob({ ...job, reservation, updated_at: iso(t) }));
     }
     return null;
   }
@@ -183,7 +184,7 @@ export function createGovernor(
     known.forget(id); // the job record changes here: its outcome must read it again
     for (let round = 0; round < ROUNDS; round++) {
       const t = now();
-      const entry = await kv.get<Job>(keys.job(id));
+      const entry = await getJob(kv, keys, id);
       const job = entry.value;
       if (!job) return null;
       const lim = job.reservation ? null : await limits();
@@ -206,7 +207,7 @@ export function createGovernor(
         },
         updated_at: iso(t),
       };
-      const op = kv.atomic().check(entry).set(keys.job(id), after);
+      const op = kv.atomic().check(entry).set(keys.job(id), encodeJob(after));
       ledgers.write(op);
       if ((await op.commit()).ok) return after;
     }

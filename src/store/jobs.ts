@@ -8,10 +8,11 @@ import { decodeTime } from "ulid";
 import { iso } from "../clock.ts";
 import type { Job } from "../types.ts";
 import { SCHEMA_VERSION } from "../types.ts";
+import { encodeJob } from "./_codec.ts";
 import type { Known } from "./_known.ts";
 import { Tally, writeNew, writeRemoval } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
-import { getJobs, holds } from "./transitions.ts";
+import { getJob, getJobs, holds } from "./transitions.ts";
 
 export type FinishedStatus = "completed" | "failed" | "cancelled";
 /** Age (ms) after which finished jobs are pruned, per status; null keeps them. */
@@ -108,7 +109,7 @@ export function createJobs(
     if (item.spawn_key && item.parent_job_id) {
       const spawned = await kv.get<string>(keys.spawned(item.parent_job_id, item.spawn_key));
       if (spawned.value) {
-        const child = await kv.get<Job>(keys.job(spawned.value));
+        const child = await getJob(kv, keys, spawned.value);
         if (child.value) return child.value;
       }
       op.check(spawned);
@@ -118,7 +119,7 @@ export function createJobs(
     if (inBatch) return inBatch;
     const holder = await kv.get<string>(keys.active(item.handler_name, item.source));
     if (holder.value) {
-      const job = await kv.get<Job>(keys.job(holder.value));
+      const job = await getJob(kv, keys, holder.value);
       if (job.value) return job.value;
     }
     op.check(holder);
@@ -126,7 +127,7 @@ export function createJobs(
   }
 
   async function get(id: string): Promise<Job | null> {
-    return (await kv.get<Job>(keys.job(id))).value;
+    return (await getJob(kv, keys, id)).value;
   }
 
   async function getMany(ids: readonly string[]): Promise<(Job | null)[]> {
@@ -143,11 +144,11 @@ export function createJobs(
     patch: (job: Job) => Partial<Job>,
   ): Promise<Job | null> {
     for (let round = 0; round < 32; round++) {
-      const entry = await kv.get<Job>(keys.job(id));
+      const entry = await getJob(kv, keys, id);
       if (!entry.value || !holds(entry.value, lease)) return null;
       const before = entry.value;
       const after: Job = { ...before, ...patch(before), updated_at: iso(now()) };
-      const res = await kv.atomic().check(entry).set(keys.job(id), after).commit();
+      const res = await kv.atomic().check(entry).set(keys.job(id), encodeJob(after)).commit();
       if (res.ok) {
         known.wrote(after, res.versionstamp);
         return after;
@@ -165,7 +166,7 @@ export function createJobs(
    */
   async function remove(id: string, expect: (job: Job) => boolean = () => true): Promise<boolean> {
     for (let round = 0; round < 32; round++) {
-      const entry = await kv.get<Job>(keys.job(id));
+      const entry = await getJob(kv, keys, id);
       if (!entry.value || !expect(entry.value)) return false;
       const owned: Deno.KvKey[] = [];
       for await (const e of kv.list({ prefix: keys.events(id) })) owned.push(e.key);

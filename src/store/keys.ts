@@ -4,7 +4,7 @@
  *
  * | key                                    | value              | written by (atomic op)                          |
  * |----------------------------------------|--------------------|-------------------------------------------------|
- * | P,"job",id                             | Job                | jobs.insert, transitions.apply, claims.next,    |
+ * | P,"job",id                             | Job (as a row)     | jobs.insert, transitions.apply, claims.next,    |
  * |                                        |                    | jobs.touch (progress/checkpoint/lease renew)    |
  * | P,"by_status",status,id                | true               | jobs.insert, transitions.apply, claims.next     |
  * | P,"by_queue",queue,id                  | true               | jobs.insert; removed by jobs.remove             |
@@ -13,7 +13,7 @@
  * | P,"active",handler_name,source         | id                 | set while the job is queued/running/paused and  |
  * |                                        |                    | source ≠ "" (checked absent when set: dedup)    |
  * | P,"ready",run_at_ms,priority,id        | id                 | present exactly while the job is queued         |
- * | P,"events",id,seq                      | JobEvent           | every commit that changes a job                 |
+ * | P,"events",id,seq                      | JobEvent (as a row)| every commit that changes a job                 |
  * | P,"spawned",parent_id,key              | child id           | jobs.insert of a child via ctx.spawn (checked)  |
  * | P,"stats",status,"in" / "out"          | Deno.KvU64         | `sum` in the same commit as each status change  |
  * | P,"signal","wake"                      | Deno.KvU64         | bumped when a job becomes ready (watch target)  |
@@ -26,6 +26,9 @@
  * | P,"gov","month",YYYY-MM                | Ledger (µ$)        | (release), governor.admitCall / recordCost      |
  * | P,"gov","queue_paused"                 | boolean            | governor.setQueuePaused; checked by claims.next |
  * | P,"gov","waiting",id                   | pause reason       | present while paused for budget or rate         |
+ *
+ * Job records and history entries are stored as rows of values in a fixed field order
+ * (`_codec.ts`): a commit costs by the bytes it writes, and field names were most of them.
  *
  * A status count is `in − out` (both only grow, so `sum` never has to decrement).
  *

@@ -8,6 +8,7 @@
  * @module
  */
 import type { Job, JobEvent, JobStatus } from "../types.ts";
+import { decodeEvent, jobEntry } from "./_codec.ts";
 import type { Keys } from "./keys.ts";
 import { getJobs } from "./transitions.ts";
 
@@ -41,8 +42,8 @@ export function createList(kv: Deno.Kv, keys: Keys) {
       }
       ids = [];
     };
-    for await (const e of kv.list<Job>(selector, { batchSize: pageSize })) {
-      if (direct) found.push(e.value);
+    for await (const e of kv.list(selector, { batchSize: pageSize })) {
+      if (direct) found.push(jobEntry(e).value!);
       else ids.push(e.key[e.key.length - 1] as string);
       if (ids.length >= pageSize) await flush();
       if (found.length > limit) break;
@@ -54,7 +55,7 @@ export function createList(kv: Deno.Kv, keys: Keys) {
 
   async function events(id: string): Promise<JobEvent[]> {
     const out: JobEvent[] = [];
-    for await (const e of kv.list<JobEvent>({ prefix: keys.events(id) })) out.push(e.value);
+    for await (const e of kv.list({ prefix: keys.events(id) })) out.push(decodeEvent(e.value));
     return out;
   }
 

@@ -7,6 +7,7 @@
  */
 import { type JobEvent, type JobEventType, next } from "../lifecycle/mod.ts";
 import type { Job } from "../types.ts";
+import { jobEntry } from "./_codec.ts";
 import type { Known } from "./_known.ts";
 import { Ledgers } from "./_ledgers.ts";
 import { Tally, writeChange } from "./_writes.ts";
@@ -170,9 +171,14 @@ export function holds(job: Job, lease: { owner: string; attempt: number }): bool
 
 /** Reads job entries in getMany calls of ≤10 keys (KV's limit), in parallel, in order. */
 export async function getJobs(kv: Deno.Kv, keys: Keys, ids: readonly string[]) {
-  const groups: Promise<Deno.KvEntryMaybe<Job>[]>[] = [];
+  const groups: Promise<Deno.KvEntryMaybe<unknown>[]>[] = [];
   for (let i = 0; i < ids.length; i += 10) {
-    groups.push(kv.getMany<Job[]>(ids.slice(i, i + 10).map(keys.job)));
+    groups.push(kv.getMany(ids.slice(i, i + 10).map(keys.job)));
   }
-  return (await Promise.all(groups)).flat();
+  return (await Promise.all(groups)).flat().map(jobEntry);
+}
+
+/** Reads one job entry (decoded). */
+export async function getJob(kv: Deno.Kv, keys: Keys, id: string) {
+  return jobEntry(await kv.get(keys.job(id)));
 }

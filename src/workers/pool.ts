@@ -124,7 +124,7 @@ export function createPool(o: PoolOptions) {
         running.delete(job.id);
         worker.send({ type: "done" });
         wakeup.notify();
-        governWakeup.notify(); // a finished job may have released money
+        if (job.reservation) governWakeup.notify(); // the money it held is released
       });
     running.set(job.id, { job, control, done });
   }

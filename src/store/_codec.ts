@@ -1,0 +1,117 @@
+/**
+ * How job records and history entries are stored: as a row of values in a fixed field order,
+ * not as objects that repeat every field name. A KV commit costs by the bytes it writes, and a
+ * job is written at enqueue, claim and completion: a no-op job's record is ~200 bytes as a row
+ * and ~480 as an object (the id lives in the key).
+ *
+ * A row's first value is the job schema version (`SCHEMA_VERSION`, DESIGN invariant 8). Field
+ * positions never change: a new field is appended to `JOB_FIELDS`; until then it travels in the
+ * row's last value (an object of fields the layout does not name), so nothing is ever dropped.
+ * Records written as objects (before rows) are still read as they are.
+ *
+ * @module
+ */
+import { type Job, type JobEvent, SCHEMA_VERSION } from "../types.ts";
+
+/** Field order of a stored job row, after the version. Append only. */
+const JOB_FIELDS = [
+  "handler_name",
+  "payload",
+  "source",
+  "status",
+  "progress",
+  "cost_estimate",
+  "cost_actual",
+  "pulse_state",
+  "error",
+  "parent_job_id",
+  "retry_count",
+  "created_at",
+  "started_at",
+  "completed_at",
+  "updated_at",
+  "queue",
+  "priority",
+  "attempt",
+  "run_at",
+  "result",
+  "error_context",
+  "lease",
+  "checkpoint",
+  "event_seq",
+  "reservation",
+] as const;
+
+type Field = (typeof JOB_FIELDS)[number];
+const NAMED = new Set<string>(["id", "v", ...JOB_FIELDS]);
+
+function pack(field: Field, value: unknown): unknown {
+  if (field === "progress" && value) {
+    const p = value as Job["progress"];
+    return [p.current, p.total];
+  }
+  if (field === "lease" && value) {
+    const l = value as NonNullable<Job["lease"]>;
+    return [l.owner, l.expires_at];
+  }
+  return value;
+}
+
+function unpack(field: Field, value: unknown): unknown {
+  if (field === "progress" && Array.isArray(value)) return { current: value[0], total: value[1] };
+  if (field === "lease" && Array.isArray(value)) return { owner: value[0], expires_at: value[1] };
+  return value;
+}
+
+/** The stored form of a job record. */
+export function encodeJob(job: Job): unknown[] {
+  const row: unknown[] = [SCHEMA_VERSION];
+  for (const field of JOB_FIELDS) row.push(pack(field, job[field]));
+  let rest: Record<string, unknown> | undefined;
+  for (const [k, v] of Object.entries(job)) {
+    if (!NAMED.has(k) && v !== undefined) (rest ??= {})[k] = v;
+  }
+  if (rest) row.push(rest);
+  return row;
+}
+
+/** The job record stored under `id` (a row, or an object written before rows). */
+export function decodeJob(id: string, stored: unknown): Job {
+  if (!Array.isArray(stored)) return stored as Job;
+  const job: Record<string, unknown> = { v: stored[0], id };
+  JOB_FIELDS.forEach((field, i) => {
+    const value = stored[i + 1];
+    if (value !== undefined) job[field] = unpack(field, value);
+  });
+  const rest = stored[JOB_FIELDS.length + 1];
+  if (rest && typeof rest === "object") Object.assign(job, rest);
+  return job as Job;
+}
+
+/** The stored form of a history entry: [seq, at, event, from, to, attempt, reason?]. */
+export function encodeEvent(e: JobEvent): unknown[] {
+  const row = [e.seq, e.at, e.event, e.from, e.to, e.attempt];
+  if (e.reason !== undefined) row.push(e.reason);
+  return row;
+}
+
+export function decodeEvent(stored: unknown): JobEvent {
+  if (!Array.isArray(stored)) return stored as JobEvent;
+  const [seq, at, event, from, to, attempt, reason] = stored;
+  return {
+    seq,
+    at,
+    event,
+    from,
+    to,
+    attempt,
+    ...(reason === undefined ? {} : { reason }),
+  };
+}
+
+/** A KV entry of a job record, decoded (the versionstamp is the stored row's). */
+export function jobEntry(e: Deno.KvEntryMaybe<unknown>): Deno.KvEntryMaybe<Job> {
+  if (e.value === null) return e as Deno.KvEntryMaybe<Job>;
+  const id = e.key[e.key.length - 1] as string;
+  return { key: e.key, value: decodeJob(id, e.value), versionstamp: e.versionstamp! };
+}
