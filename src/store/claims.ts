@@ -39,25 +39,42 @@ export function createClaims(
   seed: Limits,
   known: Known,
 ) {
-  /** Claims up to `max` ready jobs (run_at ≤ now), oldest run_at first, in one commit. */
-  async function claimNext(o: ClaimOptions): Promise<Job[]> {
-    const max = Math.min(o.max, MAX_CLAIMS_PER_COMMIT);
-    if (max <= 0) return [];
+  /**
+   * Ids of up to `max` ready jobs due by now, oldest run_at first, after the ready key `after`
+   * when given (a claim still in flight listed up to it), and the last ready key listed.
+   */
+  async function ready(max: number, after?: Deno.KvKey) {
+    const ids: string[] = [];
+    let last: Deno.KvKey | null = null;
+    const n = Math.min(max, MAX_CLAIMS_PER_COMMIT);
+    const start = after ? [...after, "\u0000"] : keys.ready();
+    const iter = kv.list<string>({ start, end: keys.readyUntil(now() + 1) }, {
+      limit: n,
+      batchSize: n,
+    });
+    for await (const e of iter) {
+      ids.push(e.value);
+      last = e.key;
+    }
+    return { ids, last };
+  }
+
+  /**
+   * Claims the listed jobs that are still queued, in one commit (≤ MAX_CLAIMS_PER_COMMIT): each
+   * whose estimate fits is claimed; one that does not is paused `budget_exceeded` (failed when
+   * `pause_on_budget` is off). A lost race re-reads the same jobs and decides again. `raced`:
+   * another dispatcher took some first; `changed`: how many jobs the commit changed.
+   */
+  async function take(ids: readonly string[], o: Omit<ClaimOptions, "max">) {
+    let raced = false;
     for (let round = 0; round < 8; round++) {
       const t = now();
-      const ids: string[] = [];
-      const iter = kv.list<string>({ start: keys.ready(), end: keys.readyUntil(t + 1) }, {
-        limit: max,
-        batchSize: max,
-      });
-      for await (const e of iter) ids.push(e.value);
-      if (!ids.length) return [];
       // The flags are read beside the jobs (one round trip), and the queue flag is checked.
       const [[paused, stored], entries] = await Promise.all([
         kv.getMany<[boolean, Limits]>([keys.queuePaused(), keys.limits()]),
-        getJobs(kv, keys, ids),
+        getJobs(kv, keys, ids.slice(0, MAX_CLAIMS_PER_COMMIT)),
       ]);
-      if (paused.value) return [];
+      if (paused.value) return { claimed: [], changed: 0, raced };
       const lim = stored.value ?? seed;
       const op = kv.atomic().check(paused);
       const tally = new Tally();
@@ -66,7 +83,10 @@ export function createClaims(
       let changed = 0;
       const lease = { owner: o.owner, expires_at: iso(t + o.lease_ms) };
       for (const entry of entries) {
-        if (entry.value?.status !== "queued") continue;
+        if (entry.value?.status !== "queued") {
+          raced ||= round > 0 || entry.value?.status === "running";
+          continue;
+        }
         const admitted = await admit(entry.value, lim, t, ledgers);
         const event: JobEvent = admitted
           ? { type: "claim", now: t, lease }
@@ -83,14 +103,29 @@ export function createClaims(
         changed++;
         if (after.status === "running") claimed.push(after);
       }
-      if (!changed) return [];
+      if (!changed) return { claimed, changed, raced };
       tally.apply(op, keys);
       ledgers.write(op);
-      // Only refusals (paused for budget) in this round: look again for jobs that fit.
       const res = await op.commit();
-      if (res.ok) { for (const job of claimed) known.wrote(job, res.versionstamp); }
-      if (res.ok && claimed.length) return claimed;
-      // Or another dispatcher claimed one of these first: read the ready index again.
+      if (res.ok) {
+        for (const job of claimed) known.wrote(job, res.versionstamp);
+        return { claimed, changed, raced };
+      }
+      raced = true; // another commit changed one of these jobs (or a ledger): decide again
+    }
+    return { claimed: [], changed: 0, raced };
+  }
+
+  /** Claims up to `max` ready jobs (run_at ≤ now), oldest run_at first, in one commit. */
+  async function claimNext(o: ClaimOptions): Promise<Job[]> {
+    if (o.max <= 0) return [];
+    for (let round = 0; round < 8; round++) {
+      const { ids } = await ready(o.max);
+      if (!ids.length) return [];
+      const { claimed, changed, raced } = await take(ids, o);
+      if (claimed.length) return claimed;
+      // Only refusals (paused for budget), or others took them first: look again.
+      if (!changed && !raced) return [];
     }
     return [];
   }
@@ -136,7 +171,7 @@ export function createClaims(
       .map((j) => j.id);
   }
 
-  return { next: claimNext, nextRunAt, expired };
+  return { next: claimNext, ready, take, nextRunAt, expired };
 }
 
 /** What happens to a job whose estimate does not fit: paused, or failed when so configured. */

@@ -115,14 +115,37 @@ export function createPool(o: PoolOptions) {
     return out;
   }
 
+  /** Outcomes handed to the group commit and not committed yet (their workers are free). */
+  let settling = 0;
+
+  /**
+   * Runs `job` on `worker`. The worker is free once the job's outcome is handed to the group
+   * commit: it takes its next job while that commit is in flight. The job itself stays in
+   * `running` (its lease renewed, `stop()` waiting for it) until the commit lands.
+   */
   function run(worker: Worker, job: Job) {
     const control = new AbortController();
     worker.send({ type: "run", jobId: job.id });
-    const done = execute(job, deps, control)
+    let freed = false;
+    const free = () => {
+      if (freed) return;
+      freed = true;
+      worker.send({ type: "done" });
+      wakeup.notify();
+    };
+    const own: typeof deps = {
+      ...deps,
+      settle: (change) => {
+        free();
+        settling++;
+        return settle(change).finally(() => settling--);
+      },
+    };
+    const done = execute(job, own, control)
       .then(() => {}, (err) => console.error(`Job "${job.id}" ended with an engine error:`, err))
       .finally(() => {
         running.delete(job.id);
-        worker.send({ type: "done" });
+        free();
         wakeup.notify();
         if (job.reservation) governWakeup.notify(); // the money it held is released
       });
@@ -130,34 +153,75 @@ export function createPool(o: PoolOptions) {
   }
 
   /**
-   * Claimed jobs waiting for a worker. Claiming up to one batch ahead of the workers lets a
-   * single commit claim many jobs, instead of one job per commit as workers free up one by one.
+   * Claimed jobs waiting for a worker. Claiming up to twice the workers ahead lets a single
+   * commit claim many jobs, instead of one job per commit as workers free up one by one.
    */
   const buffer: Job[] = [];
-  const prefetch = Math.min(o.workers, MAX_CLAIMS_PER_COMMIT);
+  const prefetch = Math.min(2 * o.workers, 2 * MAX_CLAIMS_PER_COMMIT);
+
+  /**
+   * Claims in flight: at most two, the second listing the ready index after the first one's
+   * last key, so one claim's reads overlap the other's commit and they never race each other.
+   */
+  const takes = new Set<Promise<void>>();
+  /** Jobs listed by the claims in flight (room they will take). */
+  let claiming = 0;
+  /** The last ready key listed by a claim in flight. */
+  let listedUpTo: Deno.KvKey | null = null;
+
+  function claim(ids: string[]) {
+    claiming += ids.length;
+    const take = store.claims.take(ids, { owner: o.owner, lease_ms: o.lease_ms })
+      .then(async ({ claimed }) => {
+        // stop() began while this claim was in flight: give the jobs back, never start them.
+        if (stopping.signal.aborted) await requeue(claimed, "Pool stopped before the job started");
+        else buffer.push(...claimed);
+      })
+      .catch(async (err) => {
+        // A KV error must not end the process: say so, wait a poll, try again.
+        console.error("Claim failed:", err);
+        await clock.sleep(o.poll_interval_ms, stopping.signal);
+      })
+      .finally(() => {
+        claiming -= ids.length;
+        takes.delete(take);
+        wakeup.notify();
+      });
+    takes.add(take);
+  }
 
   async function dispatch() {
     while (!stopping.signal.aborted) {
-      const idle = workers.filter((w) => w.state === "idle");
-      while (idle.length && buffer.length) run(idle.shift()!, buffer.shift()!);
-      const room = o.workers + prefetch - running.size - buffer.length;
+      let idle = workers.filter((w) => w.state === "idle");
+      if (idle.length && buffer.length) {
+        while (idle.length && buffer.length) run(idle.shift()!, buffer.shift()!);
+        // Let the jobs just handed out start (a quick one ends in this turn) before sizing the claim.
+        await new Promise((r) => setTimeout(r, 0));
+        idle = workers.filter((w) => w.state === "idle");
+      }
+      const busy = o.workers - idle.length;
+      // Outcomes waiting for their commit hold room once there are more than two commits' worth.
+      const backlog = Math.max(0, settling - 2 * MAX_SETTLE_BATCH);
+      const room = o.workers + prefetch - busy - buffer.length - claiming - backlog;
       const lookedAt = clock.now();
-      if (room > 0 && (idle.length > 0 || buffer.length < prefetch / 2)) {
-        const jobs = await store.claims.next({ owner: o.owner, max: room, lease_ms: o.lease_ms })
-          .catch(async (err) => {
-            // A KV error must not end the process: say so, wait a poll, try again.
-            console.error("Claim failed:", err);
-            await clock.sleep(o.poll_interval_ms, stopping.signal);
-            return [] as Job[];
-          });
-        if (stopping.signal.aborted) {
-          // stop() began while this claim was in flight: give the jobs back, never start them
-          // (stop() no longer waits for new runs, so they would be left running).
-          await requeue([...jobs, ...buffer.splice(0)], "Pool stopped before the job started");
-          break;
+      if (room > 0 && takes.size < 2 && (idle.length > 0 || buffer.length < prefetch / 2)) {
+        const after = takes.size ? listedUpTo ?? undefined : undefined;
+        const listed = await store.claims.ready(room, after).catch(async (err) => {
+          console.error("Claim failed:", err);
+          await clock.sleep(o.poll_interval_ms, stopping.signal);
+          return { ids: [], last: null };
+        });
+        if (stopping.signal.aborted) break;
+        if (listed.ids.length) {
+          listedUpTo = listed.last;
+          claim(listed.ids);
+          continue;
         }
-        buffer.push(...jobs);
-        if (jobs.length) continue;
+      }
+      // A claim in flight wakes the loop when it lands.
+      if (takes.size) {
+        await wakeup.wait(o.poll_interval_ms, stopping.signal);
+        continue;
       }
       // The deadline is absolute: time that passed while reading it does not lengthen the sleep.
       const at = await wakeAt(idle.length > 0).catch(() => clock.now() + o.poll_interval_ms);
@@ -331,6 +395,7 @@ export function createPool(o: PoolOptions) {
       governWakeup.notify();
       for (const r of running.values()) r.control.abort("stop");
       await requeue(buffer.splice(0), "Pool stopped before the job started");
+      await Promise.all([...takes]); // each gives its jobs back itself
       const allDone = Promise.all([...running.values()].map((r) => r.done));
       const timeout = new AbortController();
       await Promise.race([allDone, clock.sleep(o.stop_timeout_ms, timeout.signal)]);
