@@ -70,10 +70,15 @@ export function createClaims(
     for (let round = 0; round < 8; round++) {
       const t = now();
       // The flags are read beside the jobs (one round trip), and the queue flag is checked.
-      const [[paused, stored], entries] = await Promise.all([
+      // The first round decides on this store's own copies of jobs it enqueued (_known.ts).
+      const listed = ids.slice(0, MAX_CLAIMS_PER_COMMIT);
+      const copies = listed.map((id) => round === 0 ? known.get(id) : undefined);
+      const missing = listed.filter((_, i) => !copies[i]);
+      const [[paused, stored], fresh] = await Promise.all([
         kv.getMany<[boolean, Limits]>([keys.queuePaused(), keys.limits()]),
-        getJobs(kv, keys, ids.slice(0, MAX_CLAIMS_PER_COMMIT)),
+        getJobs(kv, keys, missing),
       ]);
+      const entries = copies.map((c) => c ?? fresh.shift()!);
       if (paused.value) return { claimed: [], changed: 0, raced };
       const lim = stored.value ?? seed;
       const op = kv.atomic().check(paused);

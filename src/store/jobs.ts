@@ -99,7 +99,11 @@ export function createJobs(
       }
       if (!outcomes.some((o) => o.ok && o.created)) return outcomes;
       tally.apply(op, keys);
-      if ((await op.commit()).ok) return outcomes;
+      const res = await op.commit();
+      if (res.ok) {
+        for (const o of outcomes) if (o.ok && o.created) known.wrote(o.job, res.versionstamp);
+        return outcomes;
+      }
     }
     throw new Error("Cannot insert jobs: too many concurrent updates, try again");
   }

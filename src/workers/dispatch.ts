@@ -60,14 +60,20 @@ export function createDispatcher(ctx: PoolContext, workers: Worker[], deps: Exec
   const prefetch = Math.min(2 * ctx.workers, 2 * MAX_CLAIMS_PER_COMMIT);
 
   /**
-   * Claims in flight: at most two, the second listing the ready index after the first one's
-   * last key, so one claim's reads overlap the other's commit and they never race each other.
+   * Claims in flight: at most two (while backlogged), the second listing the ready index after
+   * the first one's last key, so one claim's reads overlap the other's commit and they never
+   * race each other.
    */
   const takes = new Set<Promise<void>>();
   /** Jobs listed by the claims in flight (room they will take). */
   let claiming = 0;
   /** The last ready key listed by a claim in flight. */
   let listedUpTo: Deno.KvKey | null = null;
+  /**
+   * The last listing filled its claim: there is a backlog, and a second claim may overlap the
+   * first. Without one, claims go one at a time and gather more jobs each, fewer commits.
+   */
+  let backlogged = false;
 
   function claim(ids: string[]) {
     claiming += ids.length;
@@ -104,7 +110,8 @@ export function createDispatcher(ctx: PoolContext, workers: Worker[], deps: Exec
       const backlog = Math.max(0, settling - 2 * MAX_SETTLE_BATCH);
       const room = ctx.workers + prefetch - busy - buffer.length - claiming - backlog;
       const lookedAt = clock.now();
-      if (room > 0 && takes.size < 2 && (idle.length > 0 || buffer.length < prefetch / 2)) {
+      const lanes = backlogged ? 2 : 1;
+      if (room > 0 && takes.size < lanes && (idle.length > 0 || buffer.length < prefetch / 2)) {
         const after = takes.size ? listedUpTo ?? undefined : undefined;
         const listed = await store.claims.ready(room, after).catch(async (err) => {
           console.error("Claim failed:", err);
@@ -112,6 +119,7 @@ export function createDispatcher(ctx: PoolContext, workers: Worker[], deps: Exec
           return { ids: [], last: null };
         });
         if (stopping.signal.aborted) break;
+        backlogged = listed.ids.length >= Math.min(room, MAX_CLAIMS_PER_COMMIT);
         if (listed.ids.length) {
           listedUpTo = listed.last;
           claim(listed.ids);

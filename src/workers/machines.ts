@@ -1,7 +1,7 @@
 /**
  * The pool and worker actors (DESIGN "Workers are actors"). The pool moves
  * starting → running → draining → stopped; each worker idle → executing → idle, running one job
- * at a time. The loops that feed them live in `pool.ts`.
+ * at a time. The loops that feed them live in `dispatch.ts` and its neighbours.
  *
  * @module
  */
