@@ -224,6 +224,31 @@ Deno.test("a worker's outcome decided on a stale copy of its job is decided agai
   }
 });
 
+Deno.test("a claim never decides on a queue flag or limits another instance changed", async () => {
+  // Store A claims once (and so keeps the flags it read); store B, another instance over the same
+  // KV, pauses the queue and then lowers the budget. A must see each change at its next claim.
+  await using t = await setup(HANDLERS, { start: false, lease_ms: LEASE });
+  const a = t.pulse.store;
+  const b = createStore({ kv: t.kv, now: () => t.clock.now() });
+  await enqueue(a);
+  assert.equal((await a.claims.next({ owner: "a", max: 5, lease_ms: LEASE })).length, 1);
+
+  const costly = await enqueue(a, { cost_estimate: 0.1 });
+  await b.governor.setLimits({ daily_budget_usd: 0.05, pause_on_budget: true });
+  assert.deepEqual(await a.claims.next({ owner: "a", max: 5, lease_ms: LEASE }), []);
+  const after = (await a.jobs.get(costly.id))!;
+  assert.equal(after.status, "paused", JSON.stringify(after));
+  assert.equal(after.pulse_state?.pause_reason, "budget_exceeded");
+
+  const queued = await enqueue(a);
+  await b.governor.setQueuePaused(true);
+  assert.deepEqual(await a.claims.next({ owner: "a", max: 5, lease_ms: LEASE }), []);
+  assert.equal((await a.jobs.get(queued.id))!.status, "queued");
+  await b.governor.setQueuePaused(false);
+  assert.equal((await a.claims.next({ owner: "a", max: 5, lease_ms: LEASE }))[0]?.id, queued.id);
+  await assertStatsExact(t);
+});
+
 Deno.test("a worker that lost its lease cannot complete the job", async (s) => {
   await s.step("store level: stale owner, stale attempt, every write it might try", async () => {
     await using t = await setup(HANDLERS, { start: false, lease_ms: LEASE });
