@@ -138,3 +138,26 @@ export async function endToEnd(workers: number, n: number): Promise<number> {
     await b.close();
   }
 }
+
+const SEMI_SPACE = "--max-semi-space-size=8";
+
+/** Runs one phase of bench/phase.ts in a fresh process and returns its JSON line. */
+export async function phase(name: string, ...options: (string | number)[]) {
+  const script = new URL("./phase.ts", import.meta.url).pathname;
+  const res = await new Deno.Command(Deno.execPath(), {
+    // The V8 flag `deno task start` runs Pulse with (README, "Memory"), and gc() for readings.
+    args: [
+      "run",
+      "-A",
+      `--v8-flags=--expose-gc,${SEMI_SPACE}`,
+      script,
+      name,
+      ...options.map(String),
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  if (!res.success) throw new Error(`Bench phase "${name}" failed (exit ${res.code})`);
+  const line = new TextDecoder().decode(res.stdout).trim().split("\n").at(-1) ?? "{}";
+  return JSON.parse(line) as Record<string, number>;
+}

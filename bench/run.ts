@@ -7,7 +7,7 @@
  * pairs': a KV file's speed moves with the disk, and a pair shares its moment.
  * `--quick` runs a short subset for the CI regression check.
  */
-import { median } from "./lib.ts";
+import { median, phase } from "./lib.ts";
 
 const args = new Set(Deno.args);
 const QUICK = args.has("--quick");
@@ -15,29 +15,6 @@ const N = QUICK ? 3000 : 20_000;
 const PAIRS = QUICK ? 1 : 3;
 const out: Record<string, unknown> = { quick: QUICK, n: N, deno: Deno.version.deno };
 const log = (s: string) => !args.has("--json") && console.error(s);
-
-const SEMI_SPACE = "--max-semi-space-size=8";
-
-/** Runs one phase of bench/phase.ts in a fresh process and returns its JSON line. */
-async function phase(name: string, ...options: (string | number)[]) {
-  const script = new URL("./phase.ts", import.meta.url).pathname;
-  const res = await new Deno.Command(Deno.execPath(), {
-    // The V8 flag `deno task start` runs Pulse with (README, "Memory"), and gc() for readings.
-    args: [
-      "run",
-      "-A",
-      `--v8-flags=--expose-gc,${SEMI_SPACE}`,
-      script,
-      name,
-      ...options.map(String),
-    ],
-    stdout: "piped",
-    stderr: "inherit",
-  }).output();
-  if (!res.success) throw new Error(`Bench phase "${name}" failed (exit ${res.code})`);
-  const line = new TextDecoder().decode(res.stdout).trim().split("\n").at(-1) ?? "{}";
-  return JSON.parse(line) as Record<string, number>;
-}
 
 /** The reference loop, from ../shared when present, as the store's ceiling on this machine. */
 async function reference(concurrency: number): Promise<number | null> {
