@@ -37,6 +37,16 @@ export function createRecovery(ctx: PoolContext, opts: RecoveryOptions) {
       lease: { owner: ctx.owner, expires_at: iso(clock.now() + ctx.lease_ms) },
     }));
 
+  /**
+   * Takes a claimed-ahead job out of the buffer, if it is still there: the dispatcher may have
+   * handed it to a worker while the caller awaited (without the check, splice(-1) would drop the
+   * last job of the buffer, which would then wait a whole lease for the sweep).
+   */
+  const unbuffer = (job: Job) => {
+    const at = buffer.indexOf(job);
+    if (at >= 0) buffer.splice(at, 1);
+  };
+
   /** Renews the lease of every running job; a job whose lease is gone is abandoned. */
   async function heartbeat() {
     const every = Math.max(1, Math.floor(ctx.lease_ms / 3));
@@ -47,7 +57,7 @@ export function createRecovery(ctx: PoolContext, opts: RecoveryOptions) {
           if (!(await renew(r.job))) r.control.abort("taken");
         }
         for (const job of [...buffer]) {
-          if (!(await renew(job))) buffer.splice(buffer.indexOf(job), 1);
+          if (!(await renew(job))) unbuffer(job);
         }
       } catch (err) {
         console.error("Lease renewal failed (retried next beat):", err);
@@ -120,7 +130,7 @@ export function createRecovery(ctx: PoolContext, opts: RecoveryOptions) {
       if (
         !j || j.status !== "running" || j.lease?.owner !== ctx.owner || j.attempt !== job.attempt
       ) {
-        buffer.splice(buffer.indexOf(job), 1);
+        unbuffer(job);
       }
     });
     const local = [...running.values()];

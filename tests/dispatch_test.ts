@@ -1,0 +1,100 @@
+/**
+ * The claim-ahead buffer against the loops that prune it: a job the dispatcher hands to a worker
+ * while `checkTaken` (or the heartbeat) awaits KV must not make it drop another claimed job. The
+ * manual clock never moves here, so a dropped job would stay `running` until its lease ran out.
+ */
+import assert from "node:assert/strict";
+import { defineHandler, z } from "../src/mod.ts";
+import { setup } from "./_setup.ts";
+
+/** Release functions of the gated runs, by job id. */
+const gates = new Map<string, () => void>();
+
+const work = defineHandler({
+  name: "test.work",
+  description: "Waits for the test to release it when gated, else ends at once",
+  payload: z.object({ gated: z.boolean() }),
+  run: async (ctx) => {
+    if (ctx.payload.gated) await new Promise<void>((r) => gates.set(ctx.job.id, r));
+    return null;
+  },
+});
+
+/** A KV handle whose next `getMany` waits until the test releases it. */
+function holdNextGetMany(kv: Deno.Kv) {
+  let armed: { entered: () => void; release: Promise<void> } | null = null;
+  const hooked = new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "getMany") {
+        return async (keys: Deno.KvKey[], options?: { consistency?: Deno.KvConsistencyLevel }) => {
+          const hold = armed;
+          armed = null;
+          if (hold) {
+            hold.entered();
+            await hold.release;
+          }
+          return target.getMany(keys, options);
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  const arm = () => {
+    const entered = Promise.withResolvers<void>();
+    const release = Promise.withResolvers<void>();
+    armed = { entered: entered.resolve, release: release.promise };
+    return { entered: entered.promise, release: release.resolve };
+  };
+  return { hooked, arm };
+}
+
+async function until(what: string, done: () => boolean | Promise<boolean>) {
+  const deadline = performance.now() + 10_000;
+  while (!(await done())) {
+    assert.ok(performance.now() < deadline, `timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 1)); // yield to the engine; not a timing assumption
+  }
+}
+
+Deno.test("a job started while checkTaken reads KV does not make it drop another claimed job", async () => {
+  await using t = await setup([work], { start: false });
+  const { hooked, arm } = holdNextGetMany(t.kv);
+  const p = t.another({ kv: hooked, workers: 2, lease_ms: 30_000 });
+  const item = { handler_name: "test.work", source: "", queue: "default", cost_estimate: 0 };
+  const rs = await p.store.jobs.insert(
+    [true, true, false, false, false, false].map((gated) => ({
+      ...item,
+      payload: { gated },
+      total: 0,
+      priority: 0,
+    })),
+  );
+  const ids = rs.map((r) => (r.ok ? r.job.id : ""));
+  p.start();
+  // Two gated jobs run; the four others are claimed ahead of the workers.
+  await until("two run and four wait", () => {
+    const s = p.pool.status();
+    return s.workers_active === 2 && s.jobs_claimed_ahead === 4 && gates.size === 2;
+  });
+
+  const held = arm();
+  const checking = p.pool.checkTaken(); // snapshots the buffer, then reads the jobs
+  await held.entered;
+  gates.get(ids[0])!(); // a worker frees up and takes the first claimed-ahead job, which ends
+  await until("the first claimed-ahead job completed", async () => {
+    return (await p.store.jobs.get(ids[2]))?.status === "completed";
+  });
+  held.release(); // checkTaken now finds that job no longer running under this pool
+  await checking;
+
+  gates.get(ids[1])!();
+  await until("every job completed", async () => {
+    const jobs = await p.store.jobs.getMany(ids);
+    return jobs.every((j) => j?.status === "completed");
+  });
+  for (const id of ids) {
+    const events = (await p.store.jobs.events(id)).map((e) => e.event);
+    assert.deepEqual(events, ["enqueue", "claim", "complete"], id);
+  }
+});
