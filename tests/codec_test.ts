@@ -152,3 +152,11 @@ Deno.test("a row is under half the object it replaces", () => {
   const object = serialize(base).length;
   assert.ok(row * 2 < object, `row ${row} bytes, object ${object} bytes`);
 });
+
+Deno.test("a field appended to the layout later reads as absent from an older row", () => {
+  // An older row is shorter: whatever the next layout appends must not pick up its last value.
+  const row = structuredClone(encodeJob({ ...base, ...{ future_field: { x: 1 } } }));
+  const longer = decodeJob(ID, [...row, undefined]);
+  assert.deepEqual((longer as Record<string, unknown>).future_field, { x: 1 });
+  assert.equal(row.length, 2 + 25, "version, rest, then the 25 named fields");
+});

@@ -4,10 +4,12 @@
  * job is written at enqueue, claim and completion: a no-op job's record is ~200 bytes as a row
  * and ~480 as an object (the id lives in the key).
  *
- * A row's first value is the job schema version (`SCHEMA_VERSION`, DESIGN invariant 8). Field
- * positions never change: a new field is appended to `JOB_FIELDS`; until then it travels in the
- * row's last value (an object of fields the layout does not name), so nothing is ever dropped.
- * Records written as objects (before rows) are still read as they are.
+ * A row is `[version, rest, ...fields]`: the job schema version (`SCHEMA_VERSION`, DESIGN
+ * invariant 8), an object of the fields the layout does not name (null when none), then the
+ * values of `JOB_FIELDS` in order. Positions never change: a new field is appended to
+ * `JOB_FIELDS` (an older, shorter row reads it as absent), and until then it travels in `rest`,
+ * so nothing is ever dropped. Records written as objects (before rows) are still read as they
+ * are.
  *
  * @module
  */
@@ -65,13 +67,12 @@ function unpack(field: Field, value: unknown): unknown {
 
 /** The stored form of a job record. */
 export function encodeJob(job: Job): unknown[] {
-  const row: unknown[] = [SCHEMA_VERSION];
-  for (const field of JOB_FIELDS) row.push(pack(field, job[field]));
-  let rest: Record<string, unknown> | undefined;
+  let rest: Record<string, unknown> | null = null;
   for (const [k, v] of Object.entries(job)) {
     if (!NAMED.has(k) && v !== undefined) (rest ??= {})[k] = v;
   }
-  if (rest) row.push(rest);
+  const row: unknown[] = [SCHEMA_VERSION, rest];
+  for (const field of JOB_FIELDS) row.push(pack(field, job[field]));
   return row;
 }
 
@@ -80,10 +81,10 @@ export function decodeJob(id: string, stored: unknown): Job {
   if (!Array.isArray(stored)) return stored as Job;
   const job: Record<string, unknown> = { v: stored[0], id };
   JOB_FIELDS.forEach((field, i) => {
-    const value = stored[i + 1];
+    const value = stored[i + 2];
     if (value !== undefined) job[field] = unpack(field, value);
   });
-  const rest = stored[JOB_FIELDS.length + 1];
+  const rest = stored[1];
   if (rest && typeof rest === "object") Object.assign(job, rest);
   return job as Job;
 }
