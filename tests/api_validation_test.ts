@@ -215,3 +215,32 @@ Deno.test("POST /api/pulse/jobs answers 413 payload_too_large for big bodies", a
     assert.equal((await t.call("POST", JOBS, body)).status, 201);
   });
 });
+
+Deno.test("routes that take no body refuse one with 400, and accept none or {}", async () => {
+  await using t = await setup([echo], { start: false });
+  const created = await t.call("POST", JOBS, { handler_name: "test.echo", payload: { text: "x" } });
+  const id = created.body.id;
+  const routes = [
+    `${JOBS}/${id}/pause`,
+    `${JOBS}/${id}/cancel`,
+    "/api/pulse/pause",
+    "/api/pulse/resume",
+  ];
+  for (const path of routes) {
+    for (const body of [{ force: true }, "not json", [1]]) {
+      const res = await t.call("POST", path, body);
+      assert.equal(res.status, 400, `${path} ${JSON.stringify(body)}: ${JSON.stringify(res.body)}`);
+      assert.equal(res.body.error.code, "validation_error");
+    }
+  }
+  const del = await t.call("DELETE", `${JOBS}/${id}`, { cascade: false });
+  assert.equal(del.status, 400);
+  assert.deepEqual(del.body.error.issues, [
+    { path: "cascade", message: "Unknown field: this route takes no body" },
+  ]);
+  // Refused requests changed nothing: the job is still queued and the queue is not paused.
+  assert.equal((await t.call("GET", `${JOBS}/${id}`)).body.status, "queued");
+  assert.equal((await t.call("GET", "/api/pulse/budget")).body.queue_paused, false);
+  assert.equal((await t.call("POST", `${JOBS}/${id}/pause`)).status, 200);
+  assert.equal((await t.call("POST", `${JOBS}/${id}/resume`, {})).status, 200);
+});

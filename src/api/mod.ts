@@ -5,6 +5,7 @@
  * @module
  */
 import { OpenAPIHono } from "@hono/zod-openapi";
+import type { MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { timingSafeEqual } from "hono/utils/buffer";
 import { PulseError } from "../errors.ts";
@@ -76,6 +77,7 @@ export function createApp(d: AppDeps): OpenAPIHono {
   const small = limit(MAX_BODY_BYTES);
   const large = limit(MAX_BATCH_BODY_BYTES);
   app.use("/api/*", (c, next) => (c.req.path === "/api/pulse/jobs/batch" ? large : small)(c, next));
+  app.use("/api/*", refuseUnexpectedBody);
   addJobRoutes(app, d.service, d.store);
   addSystemRoutes(app, d.store, d.registry, d.pool);
   addBudgetRoutes(app, d.store, d.wake);
@@ -85,3 +87,34 @@ export function createApp(d: AppDeps): OpenAPIHono {
   });
   return app;
 }
+
+/** The routes that read a JSON body; every other route takes none. */
+const BODY_ROUTES = new Set([
+  "POST /api/pulse/jobs",
+  "POST /api/pulse/jobs/batch",
+  "PUT /api/pulse/budget",
+]);
+
+/**
+ * A body sent to a route that takes none is refused (400), as unknown fields are elsewhere: a
+ * client that believes it passed options must not be ignored. An empty body or `{}` is fine.
+ */
+const refuseUnexpectedBody: MiddlewareHandler = async (c, next) => {
+  if (c.req.method === "GET" || BODY_ROUTES.has(`${c.req.method} ${c.req.path}`)) return next();
+  const text = (await c.req.text()).trim();
+  if (text && text !== "{}") {
+    let fields: string[] = [];
+    try {
+      const body = JSON.parse(text);
+      if (body && typeof body === "object" && !Array.isArray(body)) fields = Object.keys(body);
+    } catch { /* not JSON: refused below all the same */ }
+    throw new PulseError(
+      "validation_error",
+      `${c.req.method} ${c.req.path} takes no request body`,
+      fields.length
+        ? fields.map((f) => ({ path: f, message: "Unknown field: this route takes no body" }))
+        : [{ path: "body", message: "This route takes no body" }],
+    );
+  }
+  await next();
+};
