@@ -107,7 +107,7 @@ export function createPool(o: PoolOptions) {
     sweepOnce,
     status: () => ({
       state: actor.getSnapshot().value as string,
-      workers_active: running.size,
+      workers_active: workers.filter((w) => w.state === "executing").length,
       jobs_claimed_ahead: buffer.length,
       workers_total: o.workers,
     }),
