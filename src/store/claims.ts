@@ -3,8 +3,8 @@
  *
  * `ready` lists P,"ready" (run_at ≤ now); `take` reads P,"job",id, P,"gov","limits" and
  * P,"gov","queue_paused" (or decides on copies of them, see `take`); one atomic op checks every
- * claimed job's versionstamp, the queue flag and the limits, and writes job + by_status + ready (deleted) + events + stats for all of them
- * (DESIGN invariant 2: claim once). A job with a cost estimate under a budget limit reserves it
+ * claimed job's versionstamp, the queue flag and the limits, and writes job + by_status + ready
+ * (deleted) + events + stats for all of them (DESIGN invariant 2: claim once). A job with a cost estimate under a budget limit reserves it
  * against today's and this month's ledgers (P,"gov","day"/"month", checked) in the same op, or
  * is paused `budget_exceeded` (failed when `pause_on_budget` is off) instead of claimed.
  *
@@ -18,7 +18,7 @@ import type { Known } from "./_known.ts";
 import { Ledgers } from "./_ledgers.ts";
 import { Tally, writeChange } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
-import { getJobs } from "./transitions.ts";
+import { getJobs, getJobsOr } from "./transitions.ts";
 
 /**
  * Claims per commit: ≤ 7 mutations and 1 check each, plus the queue flag, the limits and ≤ 2
@@ -59,15 +59,15 @@ export function createClaims(
     return { ids, last };
   }
 
+  /** The queue flag and limits as the last claim read them (a paused queue is never reused). */
+  let flags: [Deno.KvEntryMaybe<boolean>, Deno.KvEntryMaybe<Limits>] | null = null;
+
   /**
    * Claims the listed jobs that are still queued, in one commit (≤ MAX_CLAIMS_PER_COMMIT): each
    * whose estimate fits is claimed; one that does not is paused `budget_exceeded` (failed when
    * `pause_on_budget` is off). A lost race re-reads the same jobs and decides again. `raced`:
    * another dispatcher took some first; `changed`: how many jobs the commit changed.
    */
-  /** The queue flag and limits as the last claim read them (a paused queue is never reused). */
-  let flags: [Deno.KvEntryMaybe<boolean>, Deno.KvEntryMaybe<Limits>] | null = null;
-
   async function take(ids: readonly string[], o: Omit<ClaimOptions, "max">) {
     let raced = false;
     for (let round = 0; round < 8; round++) {
@@ -76,15 +76,12 @@ export function createClaims(
       // on the flags the last claim read; the rest is read in one round trip. Both flags are
       // checked by the commit, so a stale copy fails it and the next round reads them again.
       const listed = ids.slice(0, MAX_CLAIMS_PER_COMMIT);
-      const copies = listed.map((id) => round === 0 ? known.get(id) : undefined);
-      const missing = listed.filter((_, i) => !copies[i]);
       const cached = round === 0 && flags && !flags[0].value ? flags : null;
-      const [[paused, stored], fresh] = await Promise.all([
+      const [[paused, stored], entries] = await Promise.all([
         cached ?? kv.getMany<[boolean, Limits]>([keys.queuePaused(), keys.limits()]),
-        getJobs(kv, keys, missing),
+        getJobsOr(kv, keys, listed, (id) => round === 0 ? known.get(id) : undefined),
       ]);
       flags = [paused, stored];
-      const entries = copies.map((c) => c ?? fresh.shift()!);
       if (paused.value) return { claimed: [], changed: 0, raced };
       const lim = stored.value ?? seed;
       const op = kv.atomic().check(paused, stored);

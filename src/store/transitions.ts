@@ -67,12 +67,13 @@ export function createTransitions(kv: Deno.Kv, keys: Keys, known: Known) {
   }
 
   /** The jobs as stored: from the store's copies when `copies` (worker changes only), or read. */
-  async function read(changes: readonly Change[], copies: boolean) {
-    const entries = changes.map((c) => copies && c.lease ? known.get(c.id) : undefined);
-    const missing = changes.filter((_, i) => !entries[i]).map((c) => c.id);
-    if (!missing.length) return entries as Deno.KvEntryMaybe<Job>[];
-    const fresh = await getJobs(kv, keys, missing);
-    return entries.map((e) => e ?? fresh.shift()!);
+  function read(changes: readonly Change[], copies: boolean) {
+    return getJobsOr(
+      kv,
+      keys,
+      changes.map((c) => c.id),
+      (id, i) => copies && changes[i].lease ? known.get(id) : undefined,
+    );
   }
 
   async function decide(
@@ -176,6 +177,21 @@ export async function getJobs(kv: Deno.Kv, keys: Keys, ids: readonly string[]) {
     groups.push(kv.getMany(ids.slice(i, i + 10).map(keys.job)));
   }
   return (await Promise.all(groups)).flat().map(jobEntry);
+}
+
+/**
+ * Job entries in order: `copy(id, i)` when it has one (a versionstamped copy, checked by the
+ * caller's commit), the rest read in one round trip.
+ */
+export async function getJobsOr(
+  kv: Deno.Kv,
+  keys: Keys,
+  ids: readonly string[],
+  copy: (id: string, i: number) => Deno.KvEntry<Job> | undefined,
+): Promise<Deno.KvEntryMaybe<Job>[]> {
+  const entries: (Deno.KvEntryMaybe<Job> | undefined)[] = ids.map(copy);
+  const fresh = await getJobs(kv, keys, ids.filter((_, i) => !entries[i]));
+  return entries.map((e) => e ?? fresh.shift()!);
 }
 
 /** Reads one job entry (decoded). */
