@@ -7,6 +7,7 @@
  */
 import { ACTIVE_STATUSES, type Job, type JobEvent, type JobStatus } from "../types.ts";
 import { encodeEvent, encodeJob } from "./_codec.ts";
+import type { ReadyChange, ReadyCopy } from "./_ready.ts";
 import type { Keys } from "./keys.ts";
 
 /** Status counts and signals of one commit, applied as `sum` mutations at the end. */
@@ -15,6 +16,8 @@ export class Tally {
   readonly out = new Map<JobStatus, number>();
   wake = false;
   control = false;
+  /** Ready keys this commit adds and deletes, for the store's copy of the ready index. */
+  readonly ready: ReadyChange[] = [];
 
   move(from: JobStatus | null, to: JobStatus | null) {
     if (from === to) return;
@@ -30,7 +33,15 @@ export class Tally {
     if (this.wake) op.sum(keys.wake(), 1n);
     if (this.control) op.sum(keys.control(), 1n);
   }
+
+  /** Adds the sums and commits `op`; the ready copy learns what the commit changed. */
+  commit(op: Deno.AtomicOperation, keys: Keys, copy: ReadyCopy) {
+    this.apply(op, keys);
+    return copy.commit(op, this.wake, this.ready);
+  }
 }
+
+const readyKey = (job: Job) => [Date.parse(job.run_at), job.priority, job.id] as const;
 
 const isActive = (s: JobStatus) => ACTIVE_STATUSES.includes(s);
 
@@ -55,7 +66,10 @@ export function writeNew(
     .set(keys.event(job.id, entry.seq), encodeEvent(entry));
   if (job.parent_job_id) op.set(keys.byParent(job.parent_job_id, job.id), true);
   if (job.source && isActive(job.status)) op.set(keys.active(job.handler_name, job.source), job.id);
-  if (job.status === "queued") op.set(keys.ready(job), job.id);
+  if (job.status === "queued") {
+    op.set(keys.ready(job), job.id);
+    t.ready.push([readyKey(job), true]);
+  }
   t.move(null, job.status);
 }
 
@@ -91,8 +105,14 @@ export function writeChange(
       t.control = true;
     }
   }
-  if (before.status === "queued") op.delete(keys.ready(before));
-  if (after.status === "queued") op.set(keys.ready(after), after.id);
+  if (before.status === "queued") {
+    op.delete(keys.ready(before));
+    t.ready.push([readyKey(before), false]);
+  }
+  if (after.status === "queued") {
+    op.set(keys.ready(after), after.id);
+    t.ready.push([readyKey(after), true]);
+  }
   const waiting = waitingFor(after);
   if (waitingFor(before) && !waiting) op.delete(keys.waiting(after.id));
   if (waiting) op.set(keys.waiting(after.id), waiting);
@@ -106,7 +126,10 @@ export function writeRemoval(op: Deno.AtomicOperation, keys: Keys, job: Job, t: 
     .delete(keys.byQueue(job.queue, job.id))
     .delete(keys.byHandler(job.handler_name, job.id));
   if (job.parent_job_id) op.delete(keys.byParent(job.parent_job_id, job.id));
-  if (job.status === "queued") op.delete(keys.ready(job));
+  if (job.status === "queued") {
+    op.delete(keys.ready(job));
+    t.ready.push([readyKey(job), false]);
+  }
   if (waitingFor(job)) op.delete(keys.waiting(job.id));
   if (job.source && isActive(job.status)) op.delete(keys.active(job.handler_name, job.source));
   t.move(job.status, null);

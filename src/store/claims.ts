@@ -15,6 +15,7 @@ import { type JobEvent, next } from "../lifecycle/mod.ts";
 import { fits, limitMicros, periodOf, toMicros } from "../pulse/mod.ts";
 import type { Job, Limits } from "../types.ts";
 import type { Known } from "./_known.ts";
+import type { ReadyCopy, ReadyKey } from "./_ready.ts";
 import { Ledgers } from "./_ledgers.ts";
 import { Tally, writeChange } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
@@ -38,25 +39,33 @@ export function createClaims(
   now: () => number,
   seed: Limits,
   known: Known,
+  copy: ReadyCopy,
 ) {
   /**
    * Ids of up to `max` ready jobs due by now, oldest run_at first, after the ready key `after`
-   * when given (a claim still in flight listed up to it), and the last ready key listed.
+   * when given (a claim still in flight listed up to it), and the last ready key listed. Taken
+   * from the store's copy of the ready index when it can tell (_ready.ts), else listed; a
+   * listing from the start of the index (no `after`) renews the copy.
    */
-  async function ready(max: number, after?: Deno.KvKey) {
-    const ids: string[] = [];
-    let last: Deno.KvKey | null = null;
+  async function ready(max: number, after?: ReadyKey) {
     const n = Math.min(max, MAX_CLAIMS_PER_COMMIT);
-    const start = after ? [...after, "\u0000"] : keys.ready();
-    const iter = kv.list<string>({ start, end: keys.readyUntil(now() + 1) }, {
-      limit: n,
-      batchSize: n,
-    });
-    for await (const e of iter) {
-      ids.push(e.value);
-      last = e.key;
+    const t = now();
+    const fromCopy = copy.due(t, n, after);
+    if (fromCopy) return { ids: fromCopy.map((k) => k[2]), last: fromCopy.at(-1) ?? null };
+    const token = after ? null : copy.listing();
+    // One key past the due ones tells the copy how far it reaches (and when the next is due).
+    const limit = token ? n + 1 : n;
+    const selector = token ? { prefix: keys.ready() } : {
+      start: after ? [...keys.ready(), ...after, "\u0000"] : keys.ready(),
+      end: keys.readyUntil(t + 1),
+    };
+    const listed: ReadyKey[] = [];
+    for await (const e of kv.list<string>(selector, { limit, batchSize: limit })) {
+      listed.push(e.key.slice(keys.ready().length) as unknown as ReadyKey);
     }
-    return { ids, last };
+    copy.listed(token, listed, listed.length < limit);
+    const due = listed.filter((k) => k[0] <= t).slice(0, n);
+    return { ids: due.map((k) => k[2]), last: due.at(-1) ?? null };
   }
 
   /** The queue flag and limits as the last claim read them (a paused queue is never reused). */
@@ -93,6 +102,7 @@ export function createClaims(
       for (const entry of entries) {
         if (entry.value?.status !== "queued") {
           raced ||= round > 0 || entry.value?.status === "running";
+          copy.drop(); // the ready index changed without this store: list it again
           continue;
         }
         const admitted = await admit(entry.value, lim, t, ledgers);
@@ -112,9 +122,8 @@ export function createClaims(
         if (after.status === "running") claimed.push(after);
       }
       if (!changed) return { claimed, changed, raced };
-      tally.apply(op, keys);
       ledgers.write(op);
-      const res = await op.commit();
+      const res = await tally.commit(op, keys, copy);
       if (res.ok) {
         for (const job of claimed) known.wrote(job, res.versionstamp);
         return { claimed, changed, raced };
@@ -158,6 +167,8 @@ export function createClaims(
 
   /** Epoch ms of the earliest queued job's run_at, or null when none is queued. */
   async function nextRunAt(): Promise<number | null> {
+    const known = copy.earliest();
+    if (known !== undefined) return known;
     for await (const e of kv.list({ prefix: keys.ready() }, { limit: 1 })) {
       return e.key[keys.ready().length] as number;
     }
@@ -179,7 +190,10 @@ export function createClaims(
       .map((j) => j.id);
   }
 
-  return { next: claimNext, ready, take, nextRunAt, expired };
+  /** Reports an observation of the wake counter (the pool's watch) to the ready copy. */
+  const observe = (entry: Deno.KvEntryMaybe<Deno.KvU64>) => copy.observe(entry);
+
+  return { next: claimNext, ready, take, nextRunAt, expired, observe };
 }
 
 /** What happens to a job whose estimate does not fit: paused, or failed when so configured. */

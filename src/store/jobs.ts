@@ -10,6 +10,7 @@ import type { Job } from "../types.ts";
 import { SCHEMA_VERSION } from "../types.ts";
 import { encodeJob } from "./_codec.ts";
 import type { Known } from "./_known.ts";
+import type { ReadyCopy } from "./_ready.ts";
 import { Tally, writeNew, writeRemoval } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
 import { getJob, getJobs, holds } from "./transitions.ts";
@@ -50,6 +51,7 @@ export function createJobs(
   now: () => number,
   newId: () => string,
   known: Known,
+  ready: ReadyCopy,
 ) {
   async function insert(items: readonly NewJob[]): Promise<InsertOutcome[]> {
     const out: InsertOutcome[] = [];
@@ -98,8 +100,7 @@ export function createJobs(
         outcomes.push({ ok: true, job, created: true });
       }
       if (!outcomes.some((o) => o.ok && o.created)) return outcomes;
-      tally.apply(op, keys);
-      const res = await op.commit();
+      const res = await tally.commit(op, keys, ready);
       if (res.ok) {
         for (const o of outcomes) if (o.ok && o.created) known.wrote(o.job, res.versionstamp);
         return outcomes;
@@ -186,8 +187,7 @@ export function createJobs(
       const op = kv.atomic().check(entry);
       for (const key of owned) op.delete(key);
       writeRemoval(op, keys, entry.value, tally);
-      tally.apply(op, keys);
-      if ((await op.commit()).ok) return true;
+      if ((await tally.commit(op, keys, ready)).ok) return true;
     }
     throw new Error(`Cannot remove job "${id}": too many concurrent updates`);
   }

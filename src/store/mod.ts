@@ -7,6 +7,7 @@
  */
 import { monotonicFactory } from "ulid";
 import { Known } from "./_known.ts";
+import { ReadyCopy } from "./_ready.ts";
 import { createClaims } from "./claims.ts";
 import { createData } from "./data.ts";
 import { createGovernor } from "./governor.ts";
@@ -21,6 +22,7 @@ export type { InsertOutcome, NewJob, RetentionAges } from "./jobs.ts";
 export type { ListFilter, Page } from "./list.ts";
 export type { Change, Outcome, RefusalCode } from "./transitions.ts";
 export { MAX_CLAIMS_PER_COMMIT } from "./claims.ts";
+export type { ReadyKey } from "./_ready.ts";
 export { decodeEvent, decodeJob } from "./_codec.ts";
 export type { CallOutcome, Governor } from "./governor.ts";
 
@@ -46,8 +48,9 @@ export interface StoreOptions {
 
 /**
  * Builds the store over one `Deno.Kv` handle. Holds no mutable state of its own beyond the id
- * factory and its versionstamped copies of the jobs it runs (checked at every use: _known.ts),
- * so two stores over one handle race for real.
+ * factory, its versionstamped copies of the jobs it runs (checked at every use: _known.ts) and
+ * its copy of the ready index (used only while no other writer is seen: _ready.ts), so two
+ * stores over one handle race for real.
  *
  * @example
  * ```ts
@@ -64,15 +67,16 @@ export function createStore(o: StoreOptions) {
   const ulid = monotonicFactory();
   const newId = o.newId ?? (() => ulid(o.now()));
   const known = new Known(keys);
-  const jobs = createJobs(o.kv, keys, o.now, newId, known);
+  const ready = new ReadyCopy();
+  const jobs = createJobs(o.kv, keys, o.now, newId, known, ready);
   const list = createList(o.kv, keys);
   const seed = o.limits ?? NO_LIMITS;
   const governor = createGovernor(o.kv, keys, o.now, seed, known);
   return {
     keys,
     jobs: { ...jobs, ...list },
-    transitions: createTransitions(o.kv, keys, known),
-    claims: createClaims(o.kv, keys, o.now, seed, known),
+    transitions: createTransitions(o.kv, keys, known, ready),
+    claims: createClaims(o.kv, keys, o.now, seed, known, ready),
     governor,
     stats: createStats(o.kv, keys),
     data: createData(o.kv, keys),

@@ -9,6 +9,7 @@ import { type JobEvent, type JobEventType, next } from "../lifecycle/mod.ts";
 import type { Job } from "../types.ts";
 import { jobEntry } from "./_codec.ts";
 import type { Known } from "./_known.ts";
+import type { ReadyCopy } from "./_ready.ts";
 import { Ledgers } from "./_ledgers.ts";
 import { Tally, writeChange } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
@@ -34,7 +35,7 @@ export interface Change {
 
 const MAX_ROUNDS = 32;
 
-export function createTransitions(kv: Deno.Kv, keys: Keys, known: Known) {
+export function createTransitions(kv: Deno.Kv, keys: Keys, known: Known, ready: ReadyCopy) {
   /**
    * Applies every change in one commit (max ~80 per call); returns one outcome per change.
    * A worker's change is first decided on this store's own copy of the job (see _known.ts).
@@ -50,9 +51,8 @@ export function createTransitions(kv: Deno.Kv, keys: Keys, known: Known) {
         outcomes.push(await decide(change, entries[i], op, tally, ledgers));
       }
       if (!outcomes.some((o) => o.ok)) return outcomes;
-      tally.apply(op, keys);
       ledgers.write(op);
-      const res = await op.commit();
+      const res = await tally.commit(op, keys, ready);
       if (res.ok) {
         for (const o of outcomes) if (o.ok) known.wrote(o.job, res.versionstamp);
         return outcomes;

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { MAX_CLAIMS_PER_COMMIT } from "../store/mod.ts";
+import { MAX_CLAIMS_PER_COMMIT, type ReadyKey } from "../store/mod.ts";
 import type { Job } from "../types.ts";
 import { leaseOf, type PoolContext } from "./context.ts";
 import { execute, type ExecuteDeps } from "./execute.ts";
@@ -68,7 +68,7 @@ export function createDispatcher(ctx: PoolContext, workers: Worker[], deps: Exec
   /** Jobs listed by the claims in flight (room they will take). */
   let claiming = 0;
   /** The last ready key listed by a claim in flight. */
-  let listedUpTo: Deno.KvKey | null = null;
+  let listedUpTo: ReadyKey | null = null;
   /**
    * The last listing filled its claim: there is a backlog, and a second claim may overlap the
    * first. Without one, claims go one at a time and gather more jobs each, fewer commits.

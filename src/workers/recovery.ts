@@ -111,6 +111,7 @@ export function createRecovery(ctx: PoolContext, opts: RecoveryOptions) {
     while (!stopping.signal.aborted) {
       const { done, value } = await reader.read().catch(() => ({ done: true, value: undefined }));
       if (done || !value) break;
+      store.claims.observe(value[0] as Deno.KvEntryMaybe<Deno.KvU64>);
       wakeup.notify();
       governWakeup.notify();
       const control = value[1].versionstamp;

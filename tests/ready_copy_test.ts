@@ -1,0 +1,213 @@
+/**
+ * The store's copy of the ready index (src/store/_ready.ts): a claim finds jobs this store
+ * enqueued without listing KV, and never misses one, whoever wrote it. Stores here share one
+ * real Deno.Kv; the spy only counts and holds `list` calls.
+ */
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { createManualClock } from "../src/clock.ts";
+import { createStore, type NewJob, type Store } from "../src/store/mod.ts";
+
+const T0 = Date.UTC(2026, 0, 1);
+const item = (run_at?: number): NewJob => ({
+  handler_name: "t",
+  source: "",
+  queue: "default",
+  cost_estimate: 0,
+  total: 0,
+  priority: 0,
+  ...(run_at === undefined ? {} : { run_at }),
+});
+const lease = { owner: "test", lease_ms: 60_000 };
+
+/** A Deno.Kv whose `list` calls are counted, and held at `gate` after KV answered them. */
+function spy(kv: Deno.Kv) {
+  const s = { lists: 0, gate: null as Promise<void> | null };
+  const kvSpy = new Proxy(kv, {
+    get(target, p) {
+      if (p === "list") {
+        return (selector: Deno.KvListSelector, options?: Deno.KvListOptions) => {
+          s.lists++;
+          return (async function* () {
+            const entries = await Array.fromAsync(target.list(selector, options));
+            if (s.gate) await s.gate; // KV has answered: what happens now is after the snapshot
+            yield* entries;
+          })();
+        };
+      }
+      const v = Reflect.get(target, p);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  return { kv: kvSpy as Deno.Kv, s };
+}
+
+/** Reports the wake counter as it is now, as the pool's watch would. */
+async function observe(kv: Deno.Kv, store: Store) {
+  store.claims.observe(await kv.get<Deno.KvU64>(store.keys.wake()));
+}
+
+async function insert(store: Store, run_at?: number) {
+  const [r] = await store.jobs.insert([item(run_at)]);
+  assert.ok(r.ok);
+  return r.job.id;
+}
+
+/** What KV holds: ids of the queued jobs due by `now`, in claim order. */
+async function dueInKv(kv: Deno.Kv, store: Store, now: number) {
+  const ids: string[] = [];
+  const prefix = store.keys.ready();
+  for await (const e of kv.list<string>({ start: prefix, end: store.keys.readyUntil(now + 1) })) {
+    ids.push(e.value);
+  }
+  return ids;
+}
+
+Deno.test("a claim finds the jobs this store enqueued without listing KV again", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { kv: watched, s } = spy(kv);
+  const clock = createManualClock(T0);
+  const store = createStore({ kv: watched, now: clock.now });
+  await observe(kv, store);
+  assert.deepEqual((await store.claims.ready(10)).ids, []);
+  assert.equal(s.lists, 1, "the first claim lists the ready index");
+  const a = await insert(store);
+  const b = await insert(store);
+  const later = await insert(store, T0 + 5_000);
+  await observe(kv, store); // the watch reports the store's own bumps
+  assert.deepEqual((await store.claims.ready(10)).ids, [a, b]);
+  assert.equal(await store.claims.nextRunAt(), T0);
+  const { claimed } = await store.claims.take([a, b], lease);
+  assert.deepEqual(claimed.map((j) => j.id), [a, b]);
+  assert.deepEqual((await store.claims.ready(10)).ids, []);
+  assert.equal(await store.claims.nextRunAt(), T0 + 5_000);
+  clock.advance(5_000);
+  assert.deepEqual((await store.claims.ready(10)).ids, [later]);
+  assert.equal(s.lists, 1, "nothing was listed after the first claim");
+});
+
+Deno.test("a job another store enqueued is claimed once the watch shows a bump not ours", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { kv: watched, s } = spy(kv);
+  const clock = createManualClock(T0);
+  const a = createStore({ kv: watched, now: clock.now });
+  const b = createStore({ kv, now: clock.now });
+  await observe(kv, a);
+  await a.claims.ready(10);
+  const mine = await insert(a);
+  const theirs = await insert(b);
+  await observe(kv, a);
+  const both = [mine, theirs].sort(); // one run_at: KV orders them by id
+  assert.deepEqual((await a.claims.ready(10)).ids, both);
+  assert.equal(s.lists, 2, "the stranger's bump made the claim list KV");
+  assert.deepEqual((await a.claims.ready(10)).ids, both, "and the copy is whole again");
+  assert.equal(s.lists, 2);
+});
+
+Deno.test("a job another store took away is dropped from the copy, without a claim loop", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const clock = createManualClock(T0);
+  const a = createStore({ kv, now: clock.now });
+  const b = createStore({ kv, now: clock.now });
+  await observe(kv, a);
+  await a.claims.ready(10);
+  const cancelled = await insert(a);
+  const claimed = await insert(a);
+  const [c] = await b.transitions.apply([{
+    id: cancelled,
+    event: () => ({ type: "cancel", now: clock.now() }),
+  }]);
+  assert.ok(c.ok);
+  assert.deepEqual((await b.claims.next({ ...lease, max: 1 })).map((j) => j.id), [claimed]);
+  // Neither bumps the wake counter: the copy still lists both, and the claim finds out.
+  await observe(kv, a);
+  const stale = await a.claims.ready(10);
+  assert.deepEqual(stale.ids, [cancelled, claimed]);
+  const taken = await a.claims.take(stale.ids, lease);
+  assert.deepEqual(taken.claimed, []);
+  assert.deepEqual((await a.claims.ready(10)).ids, [], "the next claim lists KV and finds none");
+});
+
+Deno.test("own commits that land while the ready index is listed are not lost", async (t) => {
+  for (const what of ["an enqueue", "a claim"] as const) {
+    await t.step(what, async () => {
+      using kv = await Deno.openKv(":memory:");
+      const { kv: watched, s } = spy(kv);
+      const clock = createManualClock(T0);
+      const store = createStore({ kv: watched, now: clock.now });
+      const first = await insert(store);
+      await observe(kv, store);
+      let release = () => {};
+      s.gate = new Promise((r) => release = r);
+      const listing = store.claims.ready(10); // KV answers, then the answer is held
+      while (s.lists === 0) await Promise.resolve();
+      const second = what === "an enqueue" ? await insert(store) : null;
+      if (what === "a claim") assert.equal((await store.claims.take([first], lease)).changed, 1);
+      s.gate = null;
+      release();
+      assert.deepEqual((await listing).ids, [first], "the listing saw KV before the commit");
+      await observe(kv, store);
+      const expected = second ? [first, second] : [];
+      assert.deepEqual((await store.claims.ready(10)).ids, expected);
+      assert.deepEqual(await dueInKv(kv, store, clock.now()), expected);
+      assert.equal(s.lists, 1, "the copy answered");
+    });
+  }
+});
+
+Deno.test("the copy never hides a due job, whoever enqueued, claimed or cancelled it", async () => {
+  type Step =
+    | { op: "insert"; by: 0 | 1; delay: number }
+    | { op: "claim"; by: 0 | 1; max: number }
+    | { op: "cancel"; by: 0 | 1; pick: number }
+    | { op: "advance"; ms: number }
+    | { op: "observe" };
+  const by = fc.constantFrom<0 | 1>(0, 1);
+  const step: fc.Arbitrary<Step> = fc.oneof(
+    fc.record({ op: fc.constant("insert" as const), by, delay: fc.constantFrom(0, 0, 10, 50) }),
+    fc.record({ op: fc.constant("claim" as const), by, max: fc.integer({ min: 1, max: 3 }) }),
+    fc.record({ op: fc.constant("cancel" as const), by, pick: fc.nat() }),
+    fc.record({ op: fc.constant("advance" as const), ms: fc.constantFrom(5, 20) }),
+    fc.constant({ op: "observe" as const }),
+  );
+  await fc.assert(
+    fc.asyncProperty(fc.array(step, { maxLength: 40 }), async (steps) => {
+      using kv = await Deno.openKv(":memory:");
+      const clock = createManualClock(T0);
+      const stores = [createStore({ kv, now: clock.now }), createStore({ kv, now: clock.now })];
+      const [a] = stores;
+      await observe(kv, a);
+      for (const s of steps) {
+        if (s.op === "insert") await insert(stores[s.by], clock.now() + s.delay);
+        if (s.op === "claim") {
+          const { ids } = await stores[s.by].claims.ready(s.max);
+          await stores[s.by].claims.take(ids, lease);
+        }
+        if (s.op === "cancel") {
+          const due = await dueInKv(kv, a, clock.now() + 100);
+          if (due.length) {
+            await stores[s.by].transitions.apply([{
+              id: due[s.pick % due.length],
+              event: () => ({ type: "cancel", now: clock.now() }),
+            }]);
+          }
+        }
+        if (s.op === "advance") clock.advance(s.ms);
+        if (s.op === "observe") await observe(kv, a);
+      }
+      // Once the watch has reported every bump: every due job is offered, in KV's order; any
+      // other id offered is one another store took away, which the claim then finds out.
+      await observe(kv, a);
+      const truth = await dueInKv(kv, a, clock.now());
+      const offered = (await a.claims.ready(90)).ids;
+      assert.deepEqual(offered.filter((id) => truth.includes(id)), truth);
+      const extra = offered.filter((id) => !truth.includes(id));
+      for (const job of await a.jobs.getMany(extra)) assert.notEqual(job?.status, "queued");
+      if (extra.length) {
+        await a.claims.take(extra, lease);
+        assert.deepEqual((await a.claims.ready(90)).ids, truth);
+      }
+    }),
+    { numRuns: 150 },
+  );
+});
