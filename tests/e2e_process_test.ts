@@ -190,8 +190,10 @@ Deno.test("main.ts on SIGTERM re-queues running jobs with their checkpoints; the
         ["enqueue", "claim", "requeue"],
         `history of ${id}`,
       );
-      const ready = await Array.fromAsync(kv.list<string>({ prefix: ["pulse", "ready"] }));
-      assert.ok(ready.some((e) => e.value === id), `job ${id} not in the ready index`);
+      const ready = await Array.fromAsync(kv.list({ prefix: ["pulse", "ready"] }));
+      const entry = ready.find((e) => e.key.at(-1) === id);
+      assert.ok(entry, `job ${id} not in the ready index`);
+      assert.deepEqual(decodeJob(id, entry.value), job, `the ready key of ${id} holds its record`);
     }
     const running = await Array.fromAsync(kv.list({ prefix: ["pulse", "by_status", "running"] }));
     assert.equal(running.length, 0);

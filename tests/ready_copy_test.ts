@@ -57,8 +57,8 @@ async function insert(store: Store, run_at?: number) {
 async function dueInKv(kv: Deno.Kv, store: Store, now: number) {
   const ids: string[] = [];
   const prefix = store.keys.ready();
-  for await (const e of kv.list<string>({ start: prefix, end: store.keys.readyUntil(now + 1) })) {
-    ids.push(e.value);
+  for await (const e of kv.list({ start: prefix, end: store.keys.readyUntil(now + 1) })) {
+    ids.push(e.key.at(-1) as string);
   }
   return ids;
 }
@@ -210,4 +210,31 @@ Deno.test("the copy never hides a due job, whoever enqueued, claimed or cancelle
     }),
     { numRuns: 150 },
   );
+});
+
+Deno.test("a claim decides on the record its listing carried only while that record is current", async (t) => {
+  using kv = await Deno.openKv(":memory:");
+  const clock = createManualClock(T0);
+  const store = createStore({ kv, now: clock.now });
+  const id = await insert(store);
+  const listed = await store.claims.ready(10);
+  assert.deepEqual(listed.ids, [id]);
+  assert.equal(listed.rows?.get(id)?.value.status, "queued", "the listing carried the record");
+  await t.step("a record written since (here: money recorded) is read again", async () => {
+    // recordCost writes the record and not the ready key: the copy the listing carried is old.
+    assert.ok(await store.governor.recordCost(id, 1_500_000));
+    const { claimed } = await store.claims.take(listed.ids, lease, listed.rows);
+    assert.equal(claimed.length, 1);
+    assert.equal(claimed[0].cost_actual, 1.5, "the claim kept what was written after the listing");
+    assert.equal((await store.jobs.get(id))?.cost_actual, 1.5);
+  });
+  await t.step("a ready key written before records were copied into it is read", async () => {
+    const old = await insert(store);
+    const key = (await Array.fromAsync(kv.list({ prefix: store.keys.ready() })))[0].key;
+    await kv.set(key, old); // the value an earlier version wrote: the id alone
+    const { ids, rows } = await store.claims.ready(10);
+    assert.deepEqual(ids, [old]);
+    assert.equal(rows?.has(old), false);
+    assert.deepEqual((await store.claims.take(ids, lease, rows)).claimed.map((j) => j.id), [old]);
+  });
 });

@@ -59,7 +59,8 @@ export function writeNew(
   entry: JobEvent,
   t: Tally,
 ) {
-  op.set(keys.job(job.id), encodeJob(job))
+  const row = encodeJob(job);
+  op.set(keys.job(job.id), row)
     .set(keys.byStatus(job.status, job.id), true)
     .set(keys.byQueue(job.queue, job.id), true)
     .set(keys.byHandler(job.handler_name, job.id), true)
@@ -67,7 +68,7 @@ export function writeNew(
   if (job.parent_job_id) op.set(keys.byParent(job.parent_job_id, job.id), true);
   if (job.source && isActive(job.status)) op.set(keys.active(job.handler_name, job.source), job.id);
   if (job.status === "queued") {
-    op.set(keys.ready(job), job.id);
+    op.set(keys.ready(job), row);
     t.ready.push([readyKey(job), true]);
   }
   t.move(null, job.status);
@@ -85,7 +86,8 @@ export function writeChange(
   entry: JobEvent | null,
   t: Tally,
 ) {
-  op.set(keys.job(after.id), encodeJob(after));
+  const row = encodeJob(after);
+  op.set(keys.job(after.id), row);
   if (entry) op.set(keys.event(after.id, entry.seq), encodeEvent(entry));
   if (before.status !== after.status) {
     op.delete(keys.byStatus(before.status, before.id)).set(
@@ -110,7 +112,7 @@ export function writeChange(
     t.ready.push([readyKey(before), false]);
   }
   if (after.status === "queued") {
-    op.set(keys.ready(after), after.id);
+    op.set(keys.ready(after), row);
     t.ready.push([readyKey(after), true]);
   }
   const waiting = waitingFor(after);

@@ -1,12 +1,19 @@
 /**
  * `store.claims`: the dispatcher's batched claim of ready jobs, and the lease sweep's reads.
  *
- * `ready` lists P,"ready" (run_at ≤ now); `take` reads P,"job",id, P,"gov","limits" and
- * P,"gov","queue_paused" (or decides on copies of them, see `take`); one atomic op checks every
- * claimed job's versionstamp, the queue flag and the limits, and writes job + by_status + ready
- * (deleted) + events + stats for all of them (DESIGN invariant 2: claim once). A job with a cost estimate under a budget limit reserves it
- * against today's and this month's ledgers (P,"gov","day"/"month", checked) in the same op, or
- * is paused `budget_exceeded` (failed when `pause_on_budget` is off) instead of claimed.
+ * `ready` lists P,"ready" (run_at ≤ now); `take` decides on the records the listing carried, or
+ * reads P,"job",id, and on P,"gov","limits" and P,"gov","queue_paused" (or on copies of them, see
+ * `take`); one atomic op checks every claimed job's versionstamp, the queue flag and the limits,
+ * and writes job + by_status + ready (deleted) + events + stats for all of them (DESIGN invariant
+ * 2: claim once). A job with a cost estimate under a budget limit reserves it against today's and
+ * this month's ledgers (P,"gov","day"/"month", checked) in the same op, or is paused
+ * `budget_exceeded` (failed when `pause_on_budget` is off) instead of claimed.
+ *
+ * A ready key's value is a copy of the job's record, written in the same commit as the record,
+ * so both carry that commit's versionstamp. A claim decides on the copy and checks the record
+ * (P,"job",id) against the copy's versionstamp: a record written since, by any path, fails the
+ * check, and the job is decided again on a read. Listing the ready index so reads the jobs too,
+ * instead of a list and then a read of every job (which cost ~20 % of throughput).
  *
  * @module
  */
@@ -15,6 +22,7 @@ import { type JobEvent, next } from "../lifecycle/mod.ts";
 import { fits, limitMicros, periodOf, toMicros } from "../pulse/mod.ts";
 import type { Job, Limits } from "../types.ts";
 import type { Known } from "./_known.ts";
+import { decodeJob } from "./_codec.ts";
 import type { ReadyCopy, ReadyKey } from "./_ready.ts";
 import { Ledgers } from "./_ledgers.ts";
 import { Tally, writeChange } from "./_writes.ts";
@@ -45,13 +53,17 @@ export function createClaims(
    * Ids of up to `max` ready jobs due by now, oldest run_at first, after the ready key `after`
    * when given (a claim still in flight listed up to it), and the last ready key listed. Taken
    * from the store's copy of the ready index when it can tell (_ready.ts), else listed; a
-   * listing from the start of the index (no `after`) renews the copy.
+   * listing from the start of the index (no `after`) renews the copy. `rows`: the records a
+   * listing carried, as entries of P,"job",id (for `take`); a ready key written before records
+   * were copied into it holds only the id, and its job is read.
    */
   async function ready(max: number, after?: ReadyKey) {
     const n = Math.min(max, MAX_CLAIMS_PER_COMMIT);
     const t = now();
     const fromCopy = copy.due(t, n, after);
-    if (fromCopy) return { ids: fromCopy.map((k) => k[2]), last: fromCopy.at(-1) ?? null };
+    if (fromCopy) {
+      return { ids: fromCopy.map((k) => k[2]), last: fromCopy.at(-1) ?? null, rows: undefined };
+    }
     const token = after ? null : copy.listing();
     // One key past the due ones tells the copy how far it reaches (and when the next is due).
     const limit = token ? n + 1 : n;
@@ -60,12 +72,22 @@ export function createClaims(
       end: keys.readyUntil(t + 1),
     };
     const listed: ReadyKey[] = [];
-    for await (const e of kv.list<string>(selector, { limit, batchSize: limit })) {
-      listed.push(e.key.slice(keys.ready().length) as unknown as ReadyKey);
+    const rows = new Map<string, Deno.KvEntry<Job>>();
+    for await (const e of kv.list<unknown>(selector, { limit, batchSize: limit })) {
+      const key = e.key.slice(keys.ready().length) as unknown as ReadyKey;
+      listed.push(key);
+      if (typeof e.value !== "string" && key[0] <= t) {
+        const id = key[2];
+        rows.set(id, {
+          key: keys.job(id),
+          value: decodeJob(id, e.value),
+          versionstamp: e.versionstamp,
+        });
+      }
     }
     copy.listed(token, listed, listed.length < limit);
     const due = listed.filter((k) => k[0] <= t).slice(0, n);
-    return { ids: due.map((k) => k[2]), last: due.at(-1) ?? null };
+    return { ids: due.map((k) => k[2]), last: due.at(-1) ?? null, rows };
   }
 
   /** The queue flag and limits as the last claim read them (a paused queue is never reused). */
@@ -74,10 +96,15 @@ export function createClaims(
   /**
    * Claims the listed jobs that are still queued, in one commit (≤ MAX_CLAIMS_PER_COMMIT): each
    * whose estimate fits is claimed; one that does not is paused `budget_exceeded` (failed when
-   * `pause_on_budget` is off). A lost race re-reads the same jobs and decides again. `raced`:
-   * another dispatcher took some first; `changed`: how many jobs the commit changed.
+   * `pause_on_budget` is off). A lost race re-reads the same jobs and decides again. `rows`:
+   * the records `ready` listed with the ids. `raced`: another dispatcher took some first;
+   * `changed`: how many jobs the commit changed.
    */
-  async function take(ids: readonly string[], o: Omit<ClaimOptions, "max">) {
+  async function take(
+    ids: readonly string[],
+    o: Omit<ClaimOptions, "max">,
+    rows?: ReadonlyMap<string, Deno.KvEntry<Job>>,
+  ) {
     let raced = false;
     for (let round = 0; round < 8; round++) {
       const t = now();
@@ -88,7 +115,12 @@ export function createClaims(
       const cached = round === 0 && flags && !flags[0].value ? flags : null;
       const [[paused, stored], entries] = await Promise.all([
         cached ?? kv.getMany<[boolean, Limits]>([keys.queuePaused(), keys.limits()]),
-        getJobsOr(kv, keys, listed, (id) => round === 0 ? known.get(id) : undefined),
+        getJobsOr(
+          kv,
+          keys,
+          listed,
+          (id) => round === 0 ? rows?.get(id) ?? known.get(id) : undefined,
+        ),
       ]);
       flags = [paused, stored];
       if (paused.value) return { claimed: [], changed: 0, raced };
@@ -137,9 +169,9 @@ export function createClaims(
   async function claimNext(o: ClaimOptions): Promise<Job[]> {
     if (o.max <= 0) return [];
     for (let round = 0; round < 8; round++) {
-      const { ids } = await ready(o.max);
+      const { ids, rows } = await ready(o.max);
       if (!ids.length) return [];
-      const { claimed, changed, raced } = await take(ids, o);
+      const { claimed, changed, raced } = await take(ids, o, rows);
       if (claimed.length) return claimed;
       // Only refusals (paused for budget), or others took them first: look again.
       if (!changed && !raced) return [];

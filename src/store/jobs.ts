@@ -258,14 +258,15 @@ function build(id: string, item: NewJob, t: number): Job {
 
 /**
  * Splits jobs into commits that stay within KV's limits: at most PER_COMMIT jobs and
- * COMMIT_BYTES of estimated size (V8's encoding of a payload can be ~2× its JSON).
+ * COMMIT_BYTES of estimated size (V8's encoding of a payload can be ~2× its JSON, and a queued
+ * job's record is written twice: its key and its ready key).
  */
 function chunksOf(items: readonly NewJob[]): NewJob[][] {
   const chunks: NewJob[][] = [];
   let chunk: NewJob[] = [];
   let bytes = 0;
   for (const item of items) {
-    const size = 2 * (JSON.stringify(item.payload ?? null)?.length ?? 0) + 2048;
+    const size = 4 * (JSON.stringify(item.payload ?? null)?.length ?? 0) + 2048;
     if (chunk.length && (chunk.length >= PER_COMMIT || bytes + size > COMMIT_BYTES)) {
       chunks.push(chunk);
       chunk = [];

@@ -12,7 +12,8 @@
  * | P,"by_parent",parent_job_id,id         | true               | jobs.insert; removed by jobs.remove             |
  * | P,"active",handler_name,source         | id                 | set while the job is queued/running/paused and  |
  * |                                        |                    | source ≠ "" (checked absent when set: dedup)    |
- * | P,"ready",run_at_ms,priority,id        | id                 | present exactly while the job is queued         |
+ * | P,"ready",run_at_ms,priority,id        | Job (as a row)     | present exactly while the job is queued; a copy |
+ * |                                        |                    | of the record, written in the same commit       |
  * | P,"events",id,seq                      | JobEvent (as a row)| every commit that changes a job                 |
  * | P,"spawned",parent_id,key              | child id           | jobs.insert of a child via ctx.spawn (checked)  |
  * | P,"stats",status,"in" / "out"          | Deno.KvU64         | `sum` in the same commit as each status change  |

@@ -75,9 +75,9 @@ export function createDispatcher(ctx: PoolContext, workers: Worker[], deps: Exec
    */
   let backlogged = false;
 
-  function claim(ids: string[]) {
+  function claim(ids: string[], rows?: ReadonlyMap<string, Deno.KvEntry<Job>>) {
     claiming += ids.length;
-    const take = store.claims.take(ids, { owner: ctx.owner, lease_ms: ctx.lease_ms })
+    const take = store.claims.take(ids, { owner: ctx.owner, lease_ms: ctx.lease_ms }, rows)
       .then(async ({ claimed }) => {
         // stop() began while this claim was in flight: give the jobs back, never start them.
         if (stopping.signal.aborted) await requeue(claimed, "Pool stopped before the job started");
@@ -116,13 +116,13 @@ export function createDispatcher(ctx: PoolContext, workers: Worker[], deps: Exec
         const listed = await store.claims.ready(room, after).catch(async (err) => {
           console.error("Claim failed:", err);
           await clock.sleep(ctx.poll_interval_ms, stopping.signal);
-          return { ids: [], last: null };
+          return { ids: [], last: null, rows: undefined };
         });
         if (stopping.signal.aborted) break;
         backlogged = listed.ids.length >= Math.min(room, MAX_CLAIMS_PER_COMMIT);
         if (listed.ids.length) {
           listedUpTo = listed.last;
-          claim(listed.ids);
+          claim(listed.ids, listed.rows);
           continue;
         }
       }
