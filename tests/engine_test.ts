@@ -85,7 +85,13 @@ const big = defineHandler({
   payload: z.object({ text: z.string() }),
   run: (ctx) => (count(ctx.job.id), { echo: ctx.payload.text.slice(0, 30_000) }),
 });
-const HANDLERS = [flaky, hold, parts, data, big];
+const wide = defineHandler({
+  name: "test.wide",
+  description: "Takes a 40 KB payload, returns its length",
+  payload: z.object({ text: z.string() }),
+  run: (ctx) => (count(ctx.job.id), ctx.payload.text.length),
+});
+const HANDLERS = [flaky, hold, parts, data, big, wide];
 
 async function post(t: World, handler_name: string, payload: unknown = {}) {
   const res = await t.call("POST", JOBS, { handler_name, payload });
@@ -246,6 +252,25 @@ Deno.test("stopping the pool leaves no job running, even with a claim in flight"
   for (const j of jobs) {
     assert.ok(j && (j.status === "queued" || j.status === "completed"), JSON.stringify(j));
     assert.ok(!j.lease);
+  }
+});
+
+Deno.test("jobs with large payloads are claimed and settled in commits KV accepts", async () => {
+  // 60 × 40 KB is ~2.4 MB of records: 30 workers claim up to 90 jobs at once, and one claim of
+  // them all would pass KV's 800 KiB per commit.
+  await using t = await setup(HANDLERS, { workers: 30, start: false });
+  const jobs = Array.from({ length: 60 }, () => ({
+    handler_name: "test.wide",
+    payload: { text: "x".repeat(40_000) },
+  }));
+  const res = await t.call("POST", `${JOBS}/batch`, { jobs });
+  assert.equal(res.status, 200, JSON.stringify(res.body).slice(0, 300));
+  t.pulse.start(); // all 60 are ready at the first claim
+  const ids: string[] = res.body.jobs.map((r: { job: Job }) => r.job.id);
+  for (const id of ids) {
+    const job = await t.waitFor(id, (j) => j.status === "completed");
+    assert.equal(job.result, 40_000);
+    assert.equal(calls.get(id), 1);
   }
 });
 

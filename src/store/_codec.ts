@@ -110,6 +110,18 @@ export function decodeEvent(stored: unknown): JobEvent {
   };
 }
 
+/**
+ * A generous estimate of a job record's stored bytes, for sizing commits under KV's 800 KiB per
+ * commit: V8's encoding of a value can be ~2× its JSON (two-byte strings), plus ~1 KiB of fields.
+ */
+export function recordBytes(job: Job): number {
+  let n = 1024;
+  for (const v of [job.payload, job.checkpoint, job.result, job.error_context, job.error]) {
+    if (v !== null && v !== undefined) n += 2 * (JSON.stringify(v)?.length ?? 0);
+  }
+  return n;
+}
+
 /** A KV entry of a job record, decoded (the versionstamp is the stored row's). */
 export function jobEntry(e: Deno.KvEntryMaybe<unknown>): Deno.KvEntryMaybe<Job> {
   if (e.value === null) return e as Deno.KvEntryMaybe<Job>;

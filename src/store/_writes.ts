@@ -10,6 +10,12 @@ import { encodeEvent, encodeJob } from "./_codec.ts";
 import type { ReadyChange, ReadyCopy } from "./_ready.ts";
 import type { Keys } from "./keys.ts";
 
+/**
+ * Bytes one commit may carry by estimate (`recordBytes`), well under KV's 800 KiB: keys, history
+ * entries and indexes come on top of the records.
+ */
+export const COMMIT_BYTES = 600 * 1024;
+
 /** Status counts and signals of one commit, applied as `sum` mutations at the end. */
 export class Tally {
   readonly in = new Map<JobStatus, number>();

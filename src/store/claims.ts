@@ -22,10 +22,10 @@ import { type JobEvent, next } from "../lifecycle/mod.ts";
 import { fits, limitMicros, periodOf, toMicros } from "../pulse/mod.ts";
 import type { Job, Limits } from "../types.ts";
 import type { Known } from "./_known.ts";
-import { decodeJob } from "./_codec.ts";
+import { decodeJob, recordBytes } from "./_codec.ts";
 import type { ReadyCopy, ReadyKey } from "./_ready.ts";
 import { Ledgers } from "./_ledgers.ts";
-import { Tally, writeChange } from "./_writes.ts";
+import { COMMIT_BYTES, Tally, writeChange } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
 import { getJobs, getJobsOr } from "./transitions.ts";
 
@@ -130,6 +130,7 @@ export function createClaims(
       const ledgers = new Ledgers(kv, keys);
       const claimed: Job[] = [];
       let changed = 0;
+      let bytes = 0;
       const lease = { owner: o.owner, expires_at: iso(t + o.lease_ms) };
       for (const entry of entries) {
         if (entry.value?.status !== "queued") {
@@ -137,6 +138,9 @@ export function createClaims(
           copy.drop(); // the ready index changed without this store: list it again
           continue;
         }
+        // Jobs with large payloads: the rest wait for the next claim (KV refuses > 800 KiB).
+        bytes += recordBytes(entry.value);
+        if (changed && bytes > COMMIT_BYTES) break;
         const admitted = await admit(entry.value, lim, t, ledgers);
         const event: JobEvent = admitted
           ? { type: "claim", now: t, lease }

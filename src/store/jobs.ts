@@ -11,7 +11,7 @@ import { SCHEMA_VERSION } from "../types.ts";
 import { encodeJob } from "./_codec.ts";
 import type { Known } from "./_known.ts";
 import type { ReadyCopy } from "./_ready.ts";
-import { Tally, writeNew, writeRemoval } from "./_writes.ts";
+import { COMMIT_BYTES, Tally, writeNew, writeRemoval } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
 import { getJob, getJobs, holds } from "./transitions.ts";
 
@@ -41,7 +41,6 @@ export type InsertOutcome =
 /** Jobs per commit: ~8 mutations each stays under KV's 1000 (and 100 checks). */
 const PER_COMMIT = 40;
 /** Estimated bytes per insert commit, well under KV's 800 KiB per atomic op. */
-const COMMIT_BYTES = 600 * 1024;
 /** History and link deletions per removal commit, beside the record's own ~12 mutations. */
 const DELETES_PER_COMMIT = 500;
 

@@ -27,7 +27,7 @@ export interface Change {
   event: (job: Job) => JobEvent;
   /** When set, the job must be running under this lease owner and attempt (worker writes). */
   lease?: { owner: string; attempt: number };
-  /** Bytes this change adds beyond the record (e.g. a result), for sizing group commits. */
+  /** Bytes this change writes by estimate (records, a result), for sizing group commits. */
   size_hint?: number;
   /** A precondition on the job as read now: a message refuses the change (code "conflict"). */
   unless?: (job: Job) => string | null;

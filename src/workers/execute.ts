@@ -11,7 +11,7 @@ import type { AnyHandler as Handler, HandlerContext, SpawnRequest } from "../han
 import type { Registry } from "../handlers/mod.ts";
 import { backoffMs } from "../lifecycle/mod.ts";
 import { toMicros } from "../pulse/mod.ts";
-import type { Change, Outcome, Store } from "../store/mod.ts";
+import { type Change, type Outcome, recordBytes, type Store } from "../store/mod.ts";
 import { depthOver, type ErrorContext, type Job, MAX_DEPTH } from "../types.ts";
 import { createJobLog } from "./log.ts";
 
@@ -41,10 +41,14 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
   const { clock } = deps;
   const lease = { owner: job.lease!.owner, attempt: job.attempt };
   const handler = deps.registry.get(job.handler_name);
+  // What an outcome writes, for sizing group commits: the record, and the ready key's copy of
+  // it when the job goes back to queued (a retry, a requeue).
+  const written = 2 * recordBytes(job);
   const fail = (ec: ErrorContext, minDelayMs = 0) =>
     deps.settle({
       id: job.id,
       lease,
+      size_hint: written,
       event: (j) => ({
         type: "fail",
         now: clock.now(),
@@ -97,7 +101,7 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
       return await deps.settle({
         id: job.id,
         lease,
-        size_hint: size,
+        size_hint: size + written,
         event: () => ({
           type: "complete",
           now: clock.now(),
@@ -117,6 +121,7 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
     return await deps.settle({
       id: job.id,
       lease,
+      size_hint: written,
       event: () => ({ type: "requeue", now: clock.now(), reason: "Pool stopped" }),
     });
   }
