@@ -98,3 +98,33 @@ Deno.test("a job started while checkTaken reads KV does not make it drop another
     assert.deepEqual(events, ["enqueue", "claim", "complete"], id);
   }
 });
+
+Deno.test("a paused queue with a job due is looked at again on new work, not in a loop", async () => {
+  await using t = await setup([work], { start: false });
+  const p = t.pulse;
+  const take = p.store.claims.take;
+  let takes = 0;
+  p.store.claims.take = (...args) => (takes++, take(...args)); // counts; the real claim runs
+  await p.store.governor.setQueuePaused(true);
+  const [r] = await p.store.jobs.insert([{
+    handler_name: "test.work",
+    source: "",
+    queue: "default",
+    cost_estimate: 0,
+    payload: { gated: false },
+    total: 0,
+    priority: 0,
+  }]);
+  assert.ok(r.ok);
+  p.start();
+  await until("a claim finds the queue paused", () => takes > 0);
+  // The manual clock stands still, so no poll interval passes: give the engine many turns.
+  for (let i = 0; i < 200; i++) await new Promise((r) => setTimeout(r, 0));
+  assert.ok(takes <= 2, `${takes} claims while the queue stayed paused`);
+  await p.store.governor.setQueuePaused(false);
+  p.pool.wake(); // what POST /api/pulse/resume does
+  await until(
+    "the job ran",
+    async () => (await p.store.jobs.get(r.job.id))?.status === "completed",
+  );
+});

@@ -159,14 +159,14 @@ Deno.test("the copy never hides a due job, whoever enqueued, claimed or cancelle
   type Step =
     | { op: "insert"; by: 0 | 1; delay: number }
     | { op: "claim"; by: 0 | 1; max: number }
-    | { op: "cancel"; by: 0 | 1; pick: number }
+    | { op: "cancel" | "pause" | "resume"; by: 0 | 1; pick: number }
     | { op: "advance"; ms: number }
     | { op: "observe" };
   const by = fc.constantFrom<0 | 1>(0, 1);
   const step: fc.Arbitrary<Step> = fc.oneof(
     fc.record({ op: fc.constant("insert" as const), by, delay: fc.constantFrom(0, 0, 10, 50) }),
     fc.record({ op: fc.constant("claim" as const), by, max: fc.integer({ min: 1, max: 3 }) }),
-    fc.record({ op: fc.constant("cancel" as const), by, pick: fc.nat() }),
+    fc.record({ op: fc.constantFrom("cancel" as const, "pause", "resume"), by, pick: fc.nat() }),
     fc.record({ op: fc.constant("advance" as const), ms: fc.constantFrom(5, 20) }),
     fc.constant({ op: "observe" as const }),
   );
@@ -183,12 +183,24 @@ Deno.test("the copy never hides a due job, whoever enqueued, claimed or cancelle
           const { ids } = await stores[s.by].claims.ready(s.max);
           await stores[s.by].claims.take(ids, lease);
         }
-        if (s.op === "cancel") {
+        if (s.op === "cancel" || s.op === "pause") {
           const due = await dueInKv(kv, a, clock.now() + 100);
           if (due.length) {
             await stores[s.by].transitions.apply([{
               id: due[s.pick % due.length],
-              event: () => ({ type: "cancel", now: clock.now() }),
+              event: () =>
+                s.op === "cancel"
+                  ? { type: "cancel" as const, now: clock.now() }
+                  : { type: "pause" as const, now: clock.now(), pause_reason: "user_requested" },
+            }]);
+          }
+        }
+        if (s.op === "resume") {
+          const paused = await Array.fromAsync(kv.list({ prefix: a.keys.byStatus("paused") }));
+          if (paused.length) {
+            await stores[s.by].transitions.apply([{
+              id: paused[s.pick % paused.length].key.at(-1) as string,
+              event: () => ({ type: "resume", now: clock.now() }),
             }]);
           }
         }
@@ -200,9 +212,13 @@ Deno.test("the copy never hides a due job, whoever enqueued, claimed or cancelle
       await observe(kv, a);
       const truth = await dueInKv(kv, a, clock.now());
       const offered = (await a.claims.ready(90)).ids;
+      assert.equal(new Set(offered).size, offered.length, `offered twice: ${offered}`);
       assert.deepEqual(offered.filter((id) => truth.includes(id)), truth);
+      // Any other id offered is a job taken away elsewhere, or queued again to run later.
       const extra = offered.filter((id) => !truth.includes(id));
-      for (const job of await a.jobs.getMany(extra)) assert.notEqual(job?.status, "queued");
+      for (const job of await a.jobs.getMany(extra)) {
+        assert.ok(job?.status !== "queued" || Date.parse(job.run_at) > clock.now());
+      }
       if (extra.length) {
         await a.claims.take(extra, lease);
         assert.deepEqual((await a.claims.ready(90)).ids, truth);
@@ -237,4 +253,64 @@ Deno.test("a claim decides on the record its listing carried only while that rec
     assert.equal(rows?.has(old), false);
     assert.deepEqual((await store.claims.take(ids, lease, rows)).claimed.map((j) => j.id), [old]);
   });
+});
+
+Deno.test("a job paused elsewhere and resumed here is offered and claimed once", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const clock = createManualClock(T0);
+  const a = createStore({ kv, now: clock.now });
+  const b = createStore({ kv, now: clock.now });
+  await observe(kv, a);
+  await a.claims.ready(10);
+  const id = await insert(a);
+  await observe(kv, a);
+  clock.advance(5);
+  // B's pause deletes the ready key without a bump: A's copy still holds it.
+  const [paused] = await b.transitions.apply([{
+    id,
+    event: () => ({ type: "pause", now: clock.now(), pause_reason: "user_requested" }),
+  }]);
+  assert.ok(paused.ok);
+  clock.advance(5);
+  const [resumed] = await a.transitions.apply([{
+    id,
+    event: () => ({ type: "resume", now: clock.now() }),
+  }]);
+  assert.ok(resumed.ok);
+  await observe(kv, a);
+  const { ids } = await a.claims.ready(10);
+  assert.deepEqual(ids, [id], "one key per job");
+  const taken = await a.claims.take([id, id], lease);
+  assert.deepEqual(taken.claimed.map((j) => j.id), [id], "a repeated id is claimed once");
+  const stats = await a.stats.read();
+  assert.deepEqual([stats.queued, stats.running, stats.total], [0, 1, 1]);
+});
+
+Deno.test("a job queued again to run later is not claimed by its earlier, due key", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const clock = createManualClock(T0);
+  const a = createStore({ kv, now: clock.now });
+  const b = createStore({ kv, now: clock.now });
+  await observe(kv, a);
+  await a.claims.ready(10);
+  const id = await insert(a);
+  await observe(kv, a);
+  // B claims it (no bump), its lease runs out, and A's sweep queues it again for 30 s later.
+  assert.deepEqual(
+    (await b.claims.take([id], { owner: "b", lease_ms: 1_000 })).claimed.map((j) => j.id),
+    [id],
+  );
+  clock.advance(2_000);
+  const [expired] = await a.transitions.apply([{
+    id,
+    event: () => ({ type: "expire", now: clock.now(), backoff_ms: 30_000, reason: "lease" }),
+  }]);
+  assert.ok(expired.ok && expired.job.status === "queued");
+  await observe(kv, a);
+  assert.deepEqual((await a.claims.ready(10)).ids, [], "not due for 30 s");
+  const early = await a.claims.take([id], lease);
+  assert.deepEqual(early.claimed, [], "a claim never takes a job before its run_at");
+  clock.advance(30_000);
+  assert.deepEqual((await a.claims.ready(10)).ids, [id]);
+  assert.equal((await a.claims.take([id], lease)).claimed.length, 1);
 });

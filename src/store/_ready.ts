@@ -12,7 +12,10 @@
  *   which bumps were its own (their versionstamps). A bump that is not ours means a ready key
  *   the copy may lack: it is dropped, and the next claim lists KV again.
  * - Keys other writers delete (a claim or cancel elsewhere) do not bump the counter; the claim
- *   that reads such a job sees it is no longer queued and drops the copy (`drop`).
+ *   that reads such a job sees it is no longer queued and drops the copy (`drop`). A job has one
+ *   ready key at most: when this store queues a job again, any other key the copy still holds
+ *   for it (deleted elsewhere meanwhile) goes, so the job is never offered twice, nor by a key
+ *   that was due when its new one is not.
  * So a copy that misses something only costs a listing: a commit this store forgets to report
  * bumps the counter as a stranger would, or is found stale by the claim.
  *
@@ -43,6 +46,8 @@ function compareReady(a: ReadyKey, b: ReadyKey): number {
 export class ReadyCopy {
   /** Sorted; meaningful only while `#whole`. */
   #keys: ReadyKey[] = [];
+  /** The key each job id in `#keys` has. */
+  #byId = new Map<string, ReadyKey>();
   #whole = false;
   /** The copy holds every ready key ≤ this one; null: every ready key. */
   #upTo: ReadyKey | null = null;
@@ -103,6 +108,7 @@ export class ReadyCopy {
     this.#refresh = null;
     if (r.spoilt || keys.length > MAX_KEYS) return this.drop();
     this.#keys = [...keys];
+    this.#byId = new Map(keys.map((k) => [k[2], k]));
     this.#upTo = complete ? null : keys.at(-1) ?? null;
     this.#whole = true;
     this.#checked = r.from;
@@ -114,6 +120,7 @@ export class ReadyCopy {
   drop() {
     this.#whole = false;
     this.#keys = [];
+    this.#byId.clear();
     if (this.#refresh) this.#refresh.spoilt = true;
   }
 
@@ -161,11 +168,18 @@ export class ReadyCopy {
   }
 
   #apply([key, added]: ReadyChange) {
-    if (!this.#whole || (this.#upTo && compareReady(key, this.#upTo) > 0)) return;
-    const i = this.#search(key, false);
-    const found = i < this.#keys.length && compareReady(this.#keys[i], key) === 0;
-    if (added && !found) this.#keys.splice(i, 0, key);
-    if (!added && found) this.#keys.splice(i, 1);
+    if (!this.#whole) return;
+    const held = this.#byId.get(key[2]);
+    // Added: any other key held for the job is stale. Deleted: only that very key goes.
+    if (held && (compareReady(held, key) !== 0) === added) {
+      this.#keys.splice(this.#search(held, false), 1);
+      this.#byId.delete(key[2]);
+    }
+    if (!added || (this.#upTo && compareReady(key, this.#upTo) > 0)) return;
+    if (!this.#byId.has(key[2])) {
+      this.#keys.splice(this.#search(key, false), 0, key);
+      this.#byId.set(key[2], key);
+    }
     if (this.#keys.length > MAX_KEYS) this.drop();
   }
 

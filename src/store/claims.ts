@@ -97,8 +97,9 @@ export function createClaims(
    * Claims the listed jobs that are still queued, in one commit (≤ MAX_CLAIMS_PER_COMMIT): each
    * whose estimate fits is claimed; one that does not is paused `budget_exceeded` (failed when
    * `pause_on_budget` is off). A lost race re-reads the same jobs and decides again. `rows`:
-   * the records `ready` listed with the ids. `raced`: another dispatcher took some first;
-   * `changed`: how many jobs the commit changed.
+   * the records `ready` listed with the ids. A repeated id counts once, and a job not due yet
+   * (a listing gone stale) is skipped. `raced`: another dispatcher took some first; `changed`:
+   * how many jobs the commit changed; `paused`: the queue is paused (nothing was decided).
    */
   async function take(
     ids: readonly string[],
@@ -111,7 +112,7 @@ export function createClaims(
       // The first round decides on this store's own copies of jobs it enqueued (_known.ts) and
       // on the flags the last claim read; the rest is read in one round trip. Both flags are
       // checked by the commit, so a stale copy fails it and the next round reads them again.
-      const listed = ids.slice(0, MAX_CLAIMS_PER_COMMIT);
+      const listed = [...new Set(ids)].slice(0, MAX_CLAIMS_PER_COMMIT);
       const cached = round === 0 && flags && !flags[0].value ? flags : null;
       const [[paused, stored], entries] = await Promise.all([
         cached ?? kv.getMany<[boolean, Limits]>([keys.queuePaused(), keys.limits()]),
@@ -123,7 +124,7 @@ export function createClaims(
         ),
       ]);
       flags = [paused, stored];
-      if (paused.value) return { claimed: [], changed: 0, raced };
+      if (paused.value) return { claimed: [], changed: 0, raced, paused: true };
       const lim = stored.value ?? seed;
       const op = kv.atomic().check(paused, stored);
       const tally = new Tally();
@@ -136,6 +137,11 @@ export function createClaims(
         if (entry.value?.status !== "queued") {
           raced ||= round > 0 || entry.value?.status === "running";
           copy.drop(); // the ready index changed without this store: list it again
+          continue;
+        }
+        // Not due yet: only a listing gone stale offers it (queued again since, to run later).
+        if (Date.parse(entry.value.run_at) > t) {
+          copy.drop();
           continue;
         }
         // Jobs with large payloads: the rest wait for the next claim (KV refuses > 800 KiB).
@@ -157,16 +163,16 @@ export function createClaims(
         changed++;
         if (after.status === "running") claimed.push(after);
       }
-      if (!changed) return { claimed, changed, raced };
+      if (!changed) return { claimed, changed, raced, paused: false };
       ledgers.write(op);
       const res = await tally.commit(op, keys, copy);
       if (res.ok) {
         for (const job of claimed) known.wrote(job, res.versionstamp);
-        return { claimed, changed, raced };
+        return { claimed, changed, raced, paused: false };
       }
       raced = true; // another commit changed one of these jobs (or a ledger): decide again
     }
-    return { claimed: [], changed: 0, raced };
+    return { claimed: [], changed: 0, raced, paused: false };
   }
 
   /** Claims up to `max` ready jobs (run_at ≤ now), oldest run_at first, in one commit. */

@@ -37,6 +37,11 @@ export interface PoolContext {
   running: Map<string, Running>;
   /** Claimed jobs waiting for a worker (see dispatch.ts). */
   buffer: Job[];
+  /**
+   * Counts signs of new work: an enqueue or resume in this process, a wake-key change from the
+   * watch. A dispatcher that found the queue paused lists again only after one (or a poll).
+   */
+  work: { seen: number };
 }
 
 /** The lease under which this pool holds `job`. */

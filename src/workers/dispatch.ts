@@ -74,11 +74,14 @@ export function createDispatcher(ctx: PoolContext, workers: Worker[], deps: Exec
    * first. Without one, claims go one at a time and gather more jobs each, fewer commits.
    */
   let backlogged = false;
+  /** The work count when a claim last found the queue paused (null: it was not paused). */
+  let pausedAt: { work: number; at: number } | null = null;
 
   function claim(ids: string[], rows?: ReadonlyMap<string, Deno.KvEntry<Job>>) {
     claiming += ids.length;
     const take = store.claims.take(ids, { owner: ctx.owner, lease_ms: ctx.lease_ms }, rows)
-      .then(async ({ claimed }) => {
+      .then(async ({ claimed, paused }) => {
+        pausedAt = paused ? { work: ctx.work.seen, at: clock.now() } : null;
         // stop() began while this claim was in flight: give the jobs back, never start them.
         if (stopping.signal.aborted) await requeue(claimed, "Pool stopped before the job started");
         else buffer.push(...claimed);
@@ -111,7 +114,13 @@ export function createDispatcher(ctx: PoolContext, workers: Worker[], deps: Exec
       const room = ctx.workers + prefetch - busy - buffer.length - claiming - backlog;
       const lookedAt = clock.now();
       const lanes = backlogged ? 2 : 1;
-      if (room > 0 && takes.size < lanes && (idle.length > 0 || buffer.length < prefetch / 2)) {
+      // A paused queue is looked at again on new work (its resume is one) or after a poll.
+      const held = pausedAt !== null && pausedAt.work === ctx.work.seen &&
+        clock.now() - pausedAt.at < ctx.poll_interval_ms;
+      if (
+        room > 0 && !held && takes.size < lanes &&
+        (idle.length > 0 || buffer.length < prefetch / 2)
+      ) {
         const after = takes.size ? listedUpTo ?? undefined : undefined;
         const listed = await store.claims.ready(room, after).catch(async (err) => {
           console.error("Claim failed:", err);

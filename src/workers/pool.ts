@@ -48,7 +48,12 @@ export function createPool(o: PoolOptions) {
   const running = new Map<string, Running>();
   const workers = Array.from({ length: o.workers }, createWorker);
   const settle = createSettle(store);
-  const deps = { store, registry: o.registry, clock, random, wake: () => wakeup.notify(), settle };
+  const work = { seen: 0 };
+  const newWork = () => {
+    work.seen++;
+    wakeup.notify();
+  };
+  const deps = { store, registry: o.registry, clock, random, wake: newWork, settle };
   let loops: Promise<unknown>[] = [];
   let startedAt = clock.now();
   const buffer: Job[] = [];
@@ -65,6 +70,7 @@ export function createPool(o: PoolOptions) {
     governWakeup,
     running,
     buffer,
+    work,
   };
   const { dispatch, requeue, takes } = createDispatcher(ctx, workers, deps);
   const { heartbeat, sweep, sweepOnce, watch, checkTaken } = createRecovery(ctx, {
@@ -99,7 +105,7 @@ export function createPool(o: PoolOptions) {
     },
     /** Wakes the dispatcher now (new work in this process). */
     wake: () => {
-      wakeup.notify();
+      newWork();
       governWakeup.notify();
     },
     /** Checks at once whether a local job was taken away (cancel/pause in this process). */

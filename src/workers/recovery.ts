@@ -108,10 +108,13 @@ export function createRecovery(ctx: PoolContext, opts: RecoveryOptions) {
     const reader = stream.getReader();
     stopping.signal.addEventListener("abort", () => reader.cancel().catch(() => {}));
     let lastControl: string | null = null;
+    let lastWake: string | null = null;
     while (!stopping.signal.aborted) {
       const { done, value } = await reader.read().catch(() => ({ done: true, value: undefined }));
       if (done || !value) break;
       store.claims.observe(value[0] as Deno.KvEntryMaybe<Deno.KvU64>);
+      if (value[0].versionstamp !== lastWake) ctx.work.seen++;
+      lastWake = value[0].versionstamp;
       wakeup.notify();
       governWakeup.notify();
       const control = value[1].versionstamp;
