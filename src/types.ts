@@ -70,6 +70,18 @@ export type PulseState = z.infer<typeof PulseState>;
 export const Lease = z.object({ owner: z.string(), expires_at: z.string() });
 export type Lease = z.infer<typeof Lease>;
 
+/** One entry of a job's history: every transition, with time and reason. */
+export const JobEvent = z.object({
+  seq: z.number().int(),
+  at: z.string(),
+  event: z.string(),
+  from: JobStatus.nullable(),
+  to: JobStatus,
+  reason: z.string().optional(),
+  attempt: z.number().int(),
+});
+export type JobEvent = z.infer<typeof JobEvent>;
+
 export const Job = z.object({
   id: z.string(),
   handler_name: z.string(),
@@ -110,20 +122,13 @@ export const Job = z.object({
     /** Admitted but unrecorded when the run stopped: counted as spent until recorded. */
     assumed_micros: z.number().int().optional(),
   }).nullable().optional(),
+  /**
+   * Internal, never on the wire: the newest history entries, kept in the record until there are
+   * enough to move to one history key (store/_writes.ts). `store.jobs.events` reads both.
+   */
+  history: z.array(JobEvent).optional(),
 });
 export type Job = z.infer<typeof Job>;
-
-/** One entry of a job's history: every transition, with time and reason. */
-export const JobEvent = z.object({
-  seq: z.number().int(),
-  at: z.string(),
-  event: z.string(),
-  from: JobStatus.nullable(),
-  to: JobStatus,
-  reason: z.string().optional(),
-  attempt: z.number().int(),
-});
-export type JobEvent = z.infer<typeof JobEvent>;
 
 /** Seed QueueStats plus `cancelled`; `total` counts all six statuses. */
 export const QueueStats = z.object({

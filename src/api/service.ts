@@ -182,7 +182,8 @@ export function createService(d: ServiceDeps) {
    */
   async function present<T extends Job | Job[]>(jobs: T): Promise<T> {
     const b = budgetState(await d.store.governor.snapshot());
-    const one = (j: Job): Job => ({ ...j, pulse_state: pulseStateOf(j, b) });
+    // `history` is the store's (entries not yet in their own keys): GET …/events shows them.
+    const one = ({ history: _, ...j }: Job): Job => ({ ...j, pulse_state: pulseStateOf(j, b) });
     return (Array.isArray(jobs) ? jobs.map(one) : one(jobs as Job)) as T;
   }
 

@@ -42,6 +42,7 @@ const JOB_FIELDS = [
   "checkpoint",
   "event_seq",
   "reservation",
+  "history",
 ] as const;
 
 type Field = (typeof JOB_FIELDS)[number];
@@ -56,12 +57,14 @@ function pack(field: Field, value: unknown): unknown {
     const l = value as NonNullable<Job["lease"]>;
     return [l.owner, l.expires_at];
   }
+  if (field === "history" && value) return (value as JobEvent[]).map(encodeEvent);
   return value;
 }
 
 function unpack(field: Field, value: unknown): unknown {
   if (field === "progress" && Array.isArray(value)) return { current: value[0], total: value[1] };
   if (field === "lease" && Array.isArray(value)) return { owner: value[0], expires_at: value[1] };
+  if (field === "history" && Array.isArray(value)) return value.map(decodeEvent);
   return value;
 }
 
@@ -89,11 +92,21 @@ export function decodeJob(id: string, stored: unknown): Job {
   return job as Job;
 }
 
-/** The stored form of a history entry: [seq, at, event, from, to, attempt, reason?]. */
+/**
+ * The stored form of a history entry: [seq, at, event, from, to, attempt, reason?]. A history
+ * key holds one entry, or (written since entries wait in the record) an array of entries.
+ */
 export function encodeEvent(e: JobEvent): unknown[] {
   const row = [e.seq, e.at, e.event, e.from, e.to, e.attempt];
   if (e.reason !== undefined) row.push(e.reason);
   return row;
+}
+
+/** The entries one history key holds. */
+export function decodeEvents(stored: unknown): JobEvent[] {
+  return Array.isArray(stored) && Array.isArray(stored[0])
+    ? stored.map(decodeEvent)
+    : [decodeEvent(stored)];
 }
 
 export function decodeEvent(stored: unknown): JobEvent {
@@ -116,7 +129,9 @@ export function decodeEvent(stored: unknown): JobEvent {
  */
 export function recordBytes(job: Job): number {
   let n = 1024;
-  for (const v of [job.payload, job.checkpoint, job.result, job.error_context, job.error]) {
+  for (
+    const v of [job.payload, job.checkpoint, job.result, job.error_context, job.error, job.history]
+  ) {
     if (v !== null && v !== undefined) n += 2 * (JSON.stringify(v)?.length ?? 0);
   }
   return n;

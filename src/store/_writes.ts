@@ -57,20 +57,38 @@ function waitingFor(job: Job) {
   return reason && reason !== "user_requested" ? reason : null;
 }
 
-/** Writes a new job and all of its keys. The caller checks the `active` key when deduplicating. */
+/**
+ * History entries wait in the record (`Job.history`) and move to one history key when there are
+ * this many: a transition then writes the record alone, not the record and a history key (a
+ * commit costs by its mutations, and most jobs never reach this many entries).
+ */
+const ENTRIES_IN_RECORD = 8;
+
+/** `job` with `entry` appended to its history; full, the entries move to one history key. */
+function recorded(op: Deno.AtomicOperation, keys: Keys, job: Job, entry: JobEvent): Job {
+  const history = [...(job.history ?? []), entry];
+  if (history.length < ENTRIES_IN_RECORD) return { ...job, history };
+  op.set(keys.event(job.id, history[0].seq), history.map(encodeEvent));
+  return { ...job, history: [] };
+}
+
+/**
+ * Writes a new job and all of its keys; returns the job as stored (with its first history
+ * entry). The caller checks the `active` key when deduplicating.
+ */
 export function writeNew(
   op: Deno.AtomicOperation,
   keys: Keys,
-  job: Job,
+  created: Job,
   entry: JobEvent,
   t: Tally,
-) {
+): Job {
+  const job = recorded(op, keys, created, entry);
   const row = encodeJob(job);
   op.set(keys.job(job.id), row)
     .set(keys.byStatus(job.status, job.id), true)
     .set(keys.byQueue(job.queue, job.id), true)
-    .set(keys.byHandler(job.handler_name, job.id), true)
-    .set(keys.event(job.id, entry.seq), encodeEvent(entry));
+    .set(keys.byHandler(job.handler_name, job.id), true);
   if (job.parent_job_id) op.set(keys.byParent(job.parent_job_id, job.id), true);
   if (job.source && isActive(job.status)) op.set(keys.active(job.handler_name, job.source), job.id);
   if (job.status === "queued") {
@@ -78,23 +96,25 @@ export function writeNew(
     t.ready.push([readyKey(job), true]);
   }
   t.move(null, job.status);
+  return job;
 }
 
 /**
- * Writes a change from `before` to `after` (same id). The caller has added the versionstamp
- * check of `before`, and the absence check of the `active` key when the job becomes active.
+ * Writes a change from `before` to `after` (same id) and its history `entry`; returns the job as
+ * stored (`after` with the entry in its history). The caller has added the versionstamp check
+ * of `before`, and the absence check of the `active` key when the job becomes active.
  */
 export function writeChange(
   op: Deno.AtomicOperation,
   keys: Keys,
   before: Job,
-  after: Job,
+  decided: Job,
   entry: JobEvent | null,
   t: Tally,
-) {
+): Job {
+  const after = entry ? recorded(op, keys, decided, entry) : decided;
   const row = encodeJob(after);
   op.set(keys.job(after.id), row);
-  if (entry) op.set(keys.event(after.id, entry.seq), encodeEvent(entry));
   if (before.status !== after.status) {
     op.delete(keys.byStatus(before.status, before.id)).set(
       keys.byStatus(after.status, after.id),
@@ -125,6 +145,7 @@ export function writeChange(
   if (waitingFor(before) && !waiting) op.delete(keys.waiting(after.id));
   if (waiting) op.set(keys.waiting(after.id), waiting);
   t.move(before.status, after.status);
+  return after;
 }
 
 /** Deletes a job's record and index keys (not its history, which may exceed one commit). */

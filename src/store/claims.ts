@@ -159,9 +159,9 @@ export function createClaims(
           ? d.job
           : { ...d.job, reservation: admitted === true ? null : admitted };
         op.check(entry);
-        writeChange(op, keys, entry.value, after, d.entry, tally);
+        const stored = writeChange(op, keys, entry.value, after, d.entry, tally);
         changed++;
-        if (after.status === "running") claimed.push(after);
+        if (stored.status === "running") claimed.push(stored);
       }
       if (!changed) return { claimed, changed, raced, paused: false };
       ledgers.write(op);

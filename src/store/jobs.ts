@@ -82,16 +82,16 @@ export function createJobs(
           outcomes.push({ ok: true, job: existing, created: false });
           continue;
         }
-        const job = build(ids[i], item, t);
+        const built = build(ids[i], item, t);
         const entry = {
           seq: 1,
           at: iso(t),
           event: "enqueue",
           from: null,
-          to: job.status,
+          to: built.status,
           attempt: 0,
         };
-        writeNew(op, keys, job, entry, tally);
+        const job = writeNew(op, keys, built, entry, tally);
         if (item.spawn_key && item.parent_job_id) {
           op.set(keys.spawned(item.parent_job_id, item.spawn_key), job.id);
         }

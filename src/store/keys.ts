@@ -14,7 +14,9 @@
  * |                                        |                    | source ≠ "" (checked absent when set: dedup)    |
  * | P,"ready",run_at_ms,priority,id        | Job (as a row)     | present exactly while the job is queued; a copy |
  * |                                        |                    | of the record, written in the same commit       |
- * | P,"events",id,seq                      | JobEvent (as a row)| every commit that changes a job                 |
+ * | P,"events",id,seq                      | JobEvent rows      | the history entries from seq on, moved out of   |
+ * |                                        |                    | the record (Job.history) 8 at a time; one entry |
+ * |                                        |                    | per key in files written before                 |
  * | P,"spawned",parent_id,key              | child id           | jobs.insert of a child via ctx.spawn (checked)  |
  * | P,"stats",status,"in" / "out"          | Deno.KvU64         | `sum` in the same commit as each status change  |
  * | P,"signal","wake"                      | Deno.KvU64         | bumped when a job becomes ready (watch target)  |

@@ -8,9 +8,9 @@
  * @module
  */
 import type { Job, JobEvent, JobStatus } from "../types.ts";
-import { decodeEvent, jobEntry } from "./_codec.ts";
+import { decodeEvents, jobEntry } from "./_codec.ts";
 import type { Keys } from "./keys.ts";
-import { getJobs } from "./transitions.ts";
+import { getJob, getJobs } from "./transitions.ts";
 
 export interface ListFilter {
   status?: JobStatus;
@@ -53,10 +53,19 @@ export function createList(kv: Deno.Kv, keys: Keys) {
     return { jobs, next_cursor: found.length > limit ? jobs[jobs.length - 1].id : null };
   }
 
+  /**
+   * A job's history: the entries moved to history keys and those still in the record. The record
+   * is read first: entries that move to a key after that read are then found in the keys.
+   */
   async function events(id: string): Promise<JobEvent[]> {
-    const out: JobEvent[] = [];
-    for await (const e of kv.list({ prefix: keys.events(id) })) out.push(decodeEvent(e.value));
-    return out;
+    const bySeq = new Map<number, JobEvent>();
+    for (const entry of (await getJob(kv, keys, id)).value?.history ?? []) {
+      bySeq.set(entry.seq, entry);
+    }
+    for await (const e of kv.list({ prefix: keys.events(id) })) {
+      for (const entry of decodeEvents(e.value)) bySeq.set(entry.seq, entry);
+    }
+    return [...bySeq.values()].sort((a, b) => a.seq - b.seq);
   }
 
   return { list, events };

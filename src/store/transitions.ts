@@ -122,8 +122,7 @@ export function createTransitions(kv: Deno.Kv, keys: Keys, known: Known, ready: 
       op.check(holder);
     }
     const after = await releaseReservation(job, d.job, ledgers, event.type);
-    writeChange(op, keys, job, after, d.entry, tally);
-    return { ok: true, job: after, before: job };
+    return { ok: true, job: writeChange(op, keys, job, after, d.entry, tally), before: job };
   }
 
   return { apply };
