@@ -144,17 +144,18 @@ export async function endToEnd(workers: number, n: number): Promise<number> {
   }
 }
 
-const SEMI_SPACE = "--max-semi-space-size=8";
+/** The V8 flags `deno task start` runs Pulse with (README, "Memory"). */
+const V8_FLAGS = "--max-semi-space-size=8,--heap-growing-percent=50";
 
 /** Runs one phase of bench/phase.ts in a fresh process and returns its JSON line. */
 export async function phase(name: string, ...options: (string | number)[]) {
   const script = new URL("./phase.ts", import.meta.url).pathname;
   const res = await new Deno.Command(Deno.execPath(), {
-    // The V8 flag `deno task start` runs Pulse with (README, "Memory"), and gc() for readings.
+    // The V8 flags `deno task start` runs Pulse with (README, "Memory"), and gc() for readings.
     args: [
       "run",
       "-A",
-      `--v8-flags=--expose-gc,${SEMI_SPACE}`,
+      `--v8-flags=--expose-gc,${V8_FLAGS}`,
       script,
       name,
       ...options.map(String),
