@@ -58,9 +58,22 @@ const NOT_RETRYABLE: ReadonlySet<ErrorCode> = new Set([
   "file_not_found",
 ]);
 
+/**
+ * Longest error message kept (characters). A message lives in the job record twice (`error`,
+ * `error_context.message`) and in its history: a longer one is cut, saying how much was cut.
+ */
+export const MAX_MESSAGE_CHARS = 2048;
+
+/** `message` cut to MAX_MESSAGE_CHARS. */
+export function boundMessage(message: string): string {
+  if (message.length <= MAX_MESSAGE_CHARS) return message;
+  const cut = message.length - MAX_MESSAGE_CHARS;
+  return `${message.slice(0, MAX_MESSAGE_CHARS)}… (${cut} more characters)`;
+}
+
 /** Pure: classify a thrown value into the seed's ErrorContext. */
 export function classifyError(err: unknown, stage: string): ErrorContext {
-  const message = err instanceof Error ? err.message : String(err);
+  const message = boundMessage(err instanceof Error ? err.message : String(err));
   if (err instanceof PermanentError) {
     return { stage, code: err.code, message, retryable: false, recoverable: false };
   }

@@ -193,11 +193,14 @@ export const Limits = z.object({
   monthly_budget_usd: Usd.nullable(),
   pause_on_budget: z.boolean(),
   time_zone: z.string().min(1).max(64),
-  /** Optional per-handler rate limits, on top of the global one. */
+  /**
+   * Optional per-handler rate limits, on top of the global one. At most 100: the limits are one
+   * KV value (≤ 64 KiB), and 100 names of 200 characters fit with room to spare.
+   */
   handler_limits: z.record(
     z.string().min(1).max(200),
-    z.object({ max_calls_per_minute: z.number().int().min(1).max(5000).nullable() }),
-  ),
+    z.strictObject({ max_calls_per_minute: z.number().int().min(1).max(5000).nullable() }),
+  ).refine((r) => Object.keys(r).length <= 100, "At most 100 handlers may have their own limit"),
 });
 export type Limits = z.infer<typeof Limits>;
 

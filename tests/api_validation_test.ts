@@ -210,6 +210,12 @@ Deno.test("POST /api/pulse/jobs answers 413 payload_too_large for big bodies", a
     const body = { handler_name: "test.echo", payload: { text: "x", xs: Array(11_000).fill(0.5) } };
     await expectRefused(t, post(t, body), 413, "payload_too_large");
   });
+  await s.step("payload under 48 KiB as parsed, over it once read back from KV", async () => {
+    // 14,000 small ints: 28 KB of JSON and as parsed, ~70 KB once KV has read it back, which
+    // a claim would then fail to write, forever.
+    const body = { handler_name: "test.echo", payload: { text: "x", xs: Array(14_000).fill(1) } };
+    await expectRefused(t, post(t, body), 413, "payload_too_large");
+  });
   await s.step("a payload just under 48 KiB is accepted", async () => {
     const body = { handler_name: "test.echo", payload: { text: "x".repeat(48 * 1024 - 100) } };
     assert.equal((await t.call("POST", JOBS, body)).status, 201);

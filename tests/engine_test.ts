@@ -91,7 +91,16 @@ const wide = defineHandler({
   payload: z.object({ text: z.string() }),
   run: (ctx) => (count(ctx.job.id), ctx.payload.text.length),
 });
-const HANDLERS = [flaky, hold, parts, data, big, wide];
+const loud = defineHandler({
+  name: "test.loud",
+  description: "Takes a 40 KB payload, throws a 24,000-character message",
+  payload: z.object({ text: z.string() }),
+  run: (ctx) => {
+    count(ctx.job.id);
+    throw new Error("e".repeat(24_000));
+  },
+});
+const HANDLERS = [flaky, hold, parts, data, big, wide, loud];
 
 async function post(t: World, handler_name: string, payload: unknown = {}) {
   const res = await t.call("POST", JOBS, { handler_name, payload });
@@ -119,6 +128,22 @@ Deno.test("a handler that fails twice with a retryable error completes on attemp
   assert.equal(job.attempt, 3);
   assert.deepEqual(job.result, { ok: 3 });
   assert.equal(calls.get(id), 3);
+});
+
+Deno.test("a very long error message is cut, and the job fails as any other would", async () => {
+  await using t = await setup(HANDLERS);
+  const id = await post(t, "test.loud", { text: "x".repeat(40_000) });
+  const job = await t.waitFor(id, (j) => j.status === "failed", { stepMs: 100 });
+  assert.equal(calls.get(id), 3);
+  const message = job.error_context!.message;
+  assert.ok(message.startsWith("e".repeat(2048)));
+  assert.ok(message.endsWith("… (21952 more characters)"), message.slice(2040));
+  assert.equal(job.error, message);
+  const events = (await t.call("GET", `${JOBS}/${id}/events`)).body.events;
+  assert.deepEqual(
+    events.map((e: { event: string }) => e.event),
+    ["enqueue", "claim", "fail", "claim", "fail", "claim", "fail"],
+  );
 });
 
 Deno.test("a handler that always throws fails after exactly 3 attempts", async () => {

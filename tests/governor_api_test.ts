@@ -313,6 +313,16 @@ Deno.test("PUT /api/pulse/budget answers 400 validation_error for bad values and
     { time_zone: "" },
     { time_zone: 9 },
     { handler_limits: { "test.spend": { max_calls_per_minute: -1 } } },
+    { handler_limits: { "test.spend": { max_calls_per_minute: 5, y: 1 } } },
+    // 300 names of 200 characters: one KV value could not hold them (was a 500).
+    {
+      handler_limits: Object.fromEntries(
+        Array.from({ length: 300 }, (_, i) => [
+          `${i}`.padStart(200, "h"),
+          { max_calls_per_minute: 1 },
+        ]),
+      ),
+    },
     '{"daily_budget_usd": 1e400}',
     "{not json",
     [],

@@ -4,11 +4,16 @@
  *
  * @module
  */
-import { serialize } from "node:v8";
 import type { Clock } from "../clock.ts";
 import { PulseError } from "../errors.ts";
 import type { Registry } from "../handlers/mod.ts";
-import type { NewJob, Outcome, Store } from "../store/mod.ts";
+import {
+  MAX_PAYLOAD_BYTES,
+  type NewJob,
+  type Outcome,
+  payloadBytes,
+  type Store,
+} from "../store/mod.ts";
 import { budgetState, pulseStateOf } from "../pulse/mod.ts";
 import { depthOver, MAX_DEPTH as MAX_PAYLOAD_DEPTH } from "../types.ts";
 import type { EnqueueRequest, Job } from "../types.ts";
@@ -19,11 +24,10 @@ export interface ServiceDeps {
   registry: Registry;
   clock: Clock;
   /** Tells this instance's pool: new work (wake) or a running job taken away (control). */
-  notify: (what: "wake" | "control") => void;
+  notify: (what: "wake" | "control", ids?: readonly string[]) => void;
 }
 
 /** Largest payload accepted, serialised (a job record must fit one 64 KiB KV value). */
-export const MAX_PAYLOAD_BYTES = 48 * 1024;
 
 /** Most jobs in one `POST /api/pulse/jobs/batch`. */
 export const MAX_BATCH_JOBS = 10_000;
@@ -56,12 +60,7 @@ export function createService(d: ServiceDeps) {
         issuesOf(parsed.error, "payload."),
       );
     }
-    // KV stores V8-serialised values, which can be twice the JSON (a double is 9 bytes): the
-    // larger of the two sizes must fit, or the insert fails with a 500 instead of this 413.
-    const size = Math.max(
-      new TextEncoder().encode(JSON.stringify(req.payload ?? null)).length,
-      serialize(req.payload ?? null).length,
-    );
+    const size = payloadBytes(req.payload);
     if (size > MAX_PAYLOAD_BYTES) {
       throw new PulseError(
         "payload_too_large",
@@ -147,7 +146,7 @@ export function createService(d: ServiceDeps) {
 
   function settle(r: Outcome): Job {
     if (!r.ok) throw new PulseError(r.code === "lease_lost" ? "conflict" : r.code, r.message);
-    if (r.before.status === "running") d.notify("control");
+    if (r.before.status === "running") d.notify("control", [r.job.id]);
     if (r.job.status === "queued") d.notify("wake");
     return r.job;
   }
@@ -168,7 +167,8 @@ export function createService(d: ServiceDeps) {
           active.map((c) => ({ id: c.id, event: () => eventOf("cancel") })),
         );
         cancelled_children += out.filter((o) => o.ok).length;
-        if (out.some((o) => o.ok && o.before.status === "running")) d.notify("control");
+        const stopped = out.flatMap((o) => o.ok && o.before.status === "running" ? [o.job.id] : []);
+        if (stopped.length) d.notify("control", stopped);
       }
       cursor = page.next_cursor ?? undefined;
     } while (cursor);

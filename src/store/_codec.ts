@@ -13,7 +13,24 @@
  *
  * @module
  */
+import { deserialize, serialize } from "node:v8";
 import { type Job, type JobEvent, SCHEMA_VERSION } from "../types.ts";
+
+/** Largest payload a job may carry (bytes as stored): the record's other fields need the rest. */
+export const MAX_PAYLOAD_BYTES = 48 * 1024;
+
+/**
+ * A payload's size as KV stores it: the largest of its JSON and its V8 encodings. V8's can be
+ * twice the JSON (a double is 9 bytes), and an array read back from KV encodes larger than the
+ * one parsed from JSON (1,000 ones: 2,009 bytes, then 4,946). A record that fit when first
+ * written but not when a claim writes it back would never run, nor let the jobs behind it run.
+ */
+export function payloadBytes(payload: unknown): number {
+  return Math.max(
+    new TextEncoder().encode(JSON.stringify(payload ?? null)).length,
+    serialize(deserialize(serialize(payload ?? null))).length,
+  );
+}
 
 /** Field order of a stored job row, after the version. Append only. */
 const JOB_FIELDS = [

@@ -64,10 +64,19 @@ function waitingFor(job: Job) {
  */
 const ENTRIES_IN_RECORD = 8;
 
-/** `job` with `entry` appended to its history; full, the entries move to one history key. */
+/** Reasons (characters) the record's entries may hold before they move to a key. */
+const REASONS_IN_RECORD = 1024;
+
+/**
+ * `job` with `entry` appended to its history; full (8 entries, or long reasons such as error
+ * messages, which the record already holds twice), the entries move to one history key.
+ */
 function recorded(op: Deno.AtomicOperation, keys: Keys, job: Job, entry: JobEvent): Job {
   const history = [...(job.history ?? []), entry];
-  if (history.length < ENTRIES_IN_RECORD) return { ...job, history };
+  const reasons = history.reduce((n, e) => n + (e.reason?.length ?? 0), 0);
+  if (history.length < ENTRIES_IN_RECORD && reasons <= REASONS_IN_RECORD) {
+    return { ...job, history };
+  }
   op.set(keys.event(job.id, history[0].seq), history.map(encodeEvent));
   return { ...job, history: [] };
 }

@@ -23,7 +23,14 @@ export type { ListFilter, Page } from "./list.ts";
 export type { Change, Outcome, RefusalCode } from "./transitions.ts";
 export { MAX_CLAIMS_PER_COMMIT } from "./claims.ts";
 export type { ReadyKey } from "./_ready.ts";
-export { decodeEvent, decodeEvents, decodeJob, recordBytes } from "./_codec.ts";
+export {
+  decodeEvent,
+  decodeEvents,
+  decodeJob,
+  MAX_PAYLOAD_BYTES,
+  payloadBytes,
+  recordBytes,
+} from "./_codec.ts";
 export type { CallOutcome, Governor } from "./governor.ts";
 
 /** Limits when neither KV nor the environment sets any: everything admitted. */

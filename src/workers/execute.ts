@@ -11,7 +11,14 @@ import type { AnyHandler as Handler, HandlerContext, SpawnRequest } from "../han
 import type { Registry } from "../handlers/mod.ts";
 import { backoffMs } from "../lifecycle/mod.ts";
 import { toMicros } from "../pulse/mod.ts";
-import { type Change, type Outcome, recordBytes, type Store } from "../store/mod.ts";
+import {
+  type Change,
+  MAX_PAYLOAD_BYTES,
+  type Outcome,
+  payloadBytes,
+  recordBytes,
+  type Store,
+} from "../store/mod.ts";
 import { depthOver, type ErrorContext, type Job, MAX_DEPTH } from "../types.ts";
 import { createJobLog } from "./log.ts";
 
@@ -215,6 +222,13 @@ function buildContext<P>(
         `Cannot spawn "${child.handler_name}": payload invalid (${
           checked.error.issues[0]?.message
         })`,
+        "validation_error",
+      );
+    }
+    const size = payloadBytes(checked.data);
+    if (size > MAX_PAYLOAD_BYTES) {
+      throw new PermanentError(
+        `Cannot spawn "${child.handler_name}": payload is ${size} bytes; the limit is ${MAX_PAYLOAD_BYTES}`,
         "validation_error",
       );
     }
