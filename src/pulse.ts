@@ -78,7 +78,7 @@ export function createPulse(o: PulseOptions): Pulse {
     store,
     registry: o.registry,
     clock,
-    notify: (what) => what === "wake" ? pool.wake() : void pool.checkTaken(),
+    notify: (what, ids = []) => what === "wake" ? pool.wake() : void pool.taken(ids),
   });
   const app = createApp({
     store,

@@ -7,14 +7,16 @@ import assert from "node:assert/strict";
 import { defineHandler, z } from "../src/mod.ts";
 import { setup } from "./_setup.ts";
 
-/** Release functions of the gated runs, by job id. */
+/** Release functions of the gated runs, by job id; every job id that started. */
 const gates = new Map<string, () => void>();
+const started = new Set<string>();
 
 const work = defineHandler({
   name: "test.work",
   description: "Waits for the test to release it when gated, else ends at once",
   payload: z.object({ gated: z.boolean() }),
   run: async (ctx) => {
+    started.add(ctx.job.id);
     if (ctx.payload.gated) await new Promise<void>((r) => gates.set(ctx.job.id, r));
     return null;
   },
@@ -127,4 +129,56 @@ Deno.test("a paused queue with a job due is looked at again on new work, not in 
     "the job ran",
     async () => (await p.store.jobs.get(r.job.id))?.status === "completed",
   );
+});
+
+Deno.test("a claimed-ahead job cancelled through this process's API never starts", async () => {
+  await using t = await setup([work], { start: false });
+  // checkTaken's read of the whole buffer (2 jobs) is held: only a synchronous unbuffer helps.
+  let release = () => {};
+  const held = new Promise<void>((r) => release = r);
+  const kv = new Proxy(t.kv, {
+    get(target, prop) {
+      if (prop === "getMany") {
+        return async (keys: Deno.KvKey[], options?: { consistency?: Deno.KvConsistencyLevel }) => {
+          if (keys.length === 2 && keys.every((k) => k.at(-2) === "job")) await held;
+          return target.getMany(keys, options);
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  const p = t.another({ kv, workers: 2, lease_ms: 30_000 });
+  const item = { handler_name: "test.work", source: "", queue: "default", cost_estimate: 0 };
+  const rs = await p.store.jobs.insert(
+    [true, true, false, false].map((gated) => ({
+      ...item,
+      payload: { gated },
+      total: 0,
+      priority: 0,
+    })),
+  );
+  const ids = rs.map((r) => (r.ok ? r.job.id : ""));
+  p.start();
+  await until("two run and two wait", () => {
+    const s = p.pool.status();
+    return s.workers_active === 2 && s.jobs_claimed_ahead === 2 && gates.has(ids[1]) &&
+      gates.has(ids[0]);
+  });
+  const cancel = async (id: string) => {
+    const res = await t.call("POST", `/api/pulse/jobs/${id}/cancel`, undefined, p);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+  };
+  await cancel(ids[2]); // claimed ahead
+  await cancel(ids[0]); // running: its worker walks away and is free for the next job
+  await until("the other claimed-ahead job ran", async () => {
+    return (await p.store.jobs.get(ids[3]))?.status === "completed";
+  });
+  release();
+  assert.ok(!started.has(ids[2]), "the cancelled claimed-ahead job started");
+  assert.equal((await p.store.jobs.get(ids[2]))?.status, "cancelled");
+  gates.get(ids[1])!();
+  await until("the last job completed", async () => {
+    return (await p.store.jobs.get(ids[1]))?.status === "completed";
+  });
 });

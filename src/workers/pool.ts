@@ -73,7 +73,7 @@ export function createPool(o: PoolOptions) {
     work,
   };
   const { dispatch, requeue, takes } = createDispatcher(ctx, workers, deps);
-  const { heartbeat, sweep, sweepOnce, watch, checkTaken } = createRecovery(ctx, {
+  const { heartbeat, sweep, sweepOnce, watch, checkTaken, taken } = createRecovery(ctx, {
     graceful_start_phase_ms: o.graceful_start_phase_ms,
     startedAt: () => startedAt,
   });
@@ -110,6 +110,8 @@ export function createPool(o: PoolOptions) {
     },
     /** Checks at once whether a local job was taken away (cancel/pause in this process). */
     checkTaken,
+    /** Jobs a cancel or pause in this process took away: never started, or aborted, at once. */
+    taken,
     sweepOnce,
     status: () => ({
       state: actor.getSnapshot().value as string,

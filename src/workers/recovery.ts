@@ -125,6 +125,20 @@ export function createRecovery(ctx: PoolContext, opts: RecoveryOptions) {
     }
   }
 
+  /**
+   * Jobs this process just took from the pool (a cancel or pause through its API, committed):
+   * a claimed-ahead one leaves the buffer at once, before a worker freed meanwhile could start
+   * it, and a running one is aborted; then every local job is checked as after a watch signal.
+   */
+  function taken(ids: readonly string[]) {
+    for (const id of ids) {
+      const held = buffer.find((j) => j.id === id);
+      if (held) unbuffer(held);
+      running.get(id)?.control.abort("taken");
+    }
+    return checkTaken();
+  }
+
   /** Aborts (reason "taken") every local job that is no longer running under this pool. */
   async function checkTaken() {
     const queued = [...buffer];
@@ -150,5 +164,5 @@ export function createRecovery(ctx: PoolContext, opts: RecoveryOptions) {
     });
   }
 
-  return { heartbeat, sweep, sweepOnce, watch, checkTaken };
+  return { heartbeat, sweep, sweepOnce, watch, checkTaken, taken };
 }
