@@ -46,6 +46,12 @@ export function onError(err: Error, c: Context): Response {
       : err.message || "Bad request";
     return c.json(errorBody(code, message), err.status as ContentfulStatusCode);
   }
+  if (err instanceof TypeError && /too large/i.test(err.message)) {
+    // A job record an earlier version wrote that KV will not take back: not the caller's fault,
+    // but nothing this request can change either.
+    const message = `The job's record no longer fits one KV value (${err.message})`;
+    return c.json(errorBody("payload_too_large", message), 413);
+  }
   console.error(`Unhandled error on ${c.req.method} ${c.req.path}:`, err);
   return c.json(errorBody("internal", "Internal error; see the server log"), 500);
 }

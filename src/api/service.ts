@@ -5,13 +5,14 @@
  * @module
  */
 import type { Clock } from "../clock.ts";
-import { PulseError } from "../errors.ts";
+import { PulseError, type PulseErrorCode } from "../errors.ts";
 import type { Registry } from "../handlers/mod.ts";
 import {
   MAX_PAYLOAD_BYTES,
   type NewJob,
   type Outcome,
   payloadBytes,
+  type RefusalCode,
   type Store,
 } from "../store/mod.ts";
 import { budgetState, pulseStateOf } from "../pulse/mod.ts";
@@ -145,7 +146,7 @@ export function createService(d: ServiceDeps) {
   }
 
   function settle(r: Outcome): Job {
-    if (!r.ok) throw new PulseError(r.code === "lease_lost" ? "conflict" : r.code, r.message);
+    if (!r.ok) throw new PulseError(CODE_OF[r.code], r.message);
     if (r.before.status === "running") d.notify("control", [r.job.id]);
     if (r.job.status === "queued") d.notify("wake");
     return r.job;
@@ -190,9 +191,22 @@ export function createService(d: ServiceDeps) {
   return { prepare, enqueue, enqueueBatch, get, act, remove, present };
 }
 
-/** A job that finished between our read and the cancel is simply removed. */
+/** The API's error code for each refusal of the store. */
+const CODE_OF = {
+  not_found: "not_found",
+  invalid_transition: "invalid_transition",
+  conflict: "conflict",
+  lease_lost: "conflict",
+  too_large: "payload_too_large",
+} as const satisfies Record<RefusalCode, PulseErrorCode>;
+
+/**
+ * A job that finished between our read and the cancel is simply removed, and so is one whose
+ * record KV will no longer take back (removal writes no record).
+ */
 function ignoreFinal(err: unknown) {
   if (err instanceof PulseError && err.code === "invalid_transition") return;
+  if (err instanceof TypeError && /too large/i.test(err.message)) return;
   throw err;
 }
 

@@ -25,7 +25,7 @@ import type { Known } from "./_known.ts";
 import { decodeJob, recordBytes } from "./_codec.ts";
 import type { ReadyCopy, ReadyKey } from "./_ready.ts";
 import { Ledgers } from "./_ledgers.ts";
-import { COMMIT_BYTES, Tally, writeChange } from "./_writes.ts";
+import { COMMIT_BYTES, isTooLarge, Tally, writeChange } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
 import { getJobs, getJobsOr } from "./transitions.ts";
 
@@ -50,6 +50,12 @@ export function createClaims(
   copy: ReadyCopy,
 ) {
   /**
+   * Jobs whose record KV refused to take back (written by an earlier version, now over 64 KiB):
+   * skipped by every claim, so they hold back no other job. Bounded; forgotten on restart.
+   */
+  const unwritable = new Set<string>();
+
+  /**
    * Ids of up to `max` ready jobs due by now, oldest run_at first, after the ready key `after`
    * when given (a claim still in flight listed up to it), and the last ready key listed. Taken
    * from the store's copy of the ready index when it can tell (_ready.ts), else listed; a
@@ -60,7 +66,7 @@ export function createClaims(
   async function ready(max: number, after?: ReadyKey) {
     const n = Math.min(max, MAX_CLAIMS_PER_COMMIT);
     const t = now();
-    const fromCopy = copy.due(t, n, after);
+    const fromCopy = copy.due(t, n, after)?.filter((k) => !unwritable.has(k[2]));
     if (fromCopy) {
       return { ids: fromCopy.map((k) => k[2]), last: fromCopy.at(-1) ?? null, rows: undefined };
     }
@@ -86,7 +92,7 @@ export function createClaims(
       }
     }
     copy.listed(token, listed, listed.length < limit);
-    const due = listed.filter((k) => k[0] <= t).slice(0, n);
+    const due = listed.filter((k) => k[0] <= t && !unwritable.has(k[2])).slice(0, n);
     return { ids: due.map((k) => k[2]), last: due.at(-1) ?? null, rows };
   }
 
@@ -112,7 +118,9 @@ export function createClaims(
       // The first round decides on this store's own copies of jobs it enqueued (_known.ts) and
       // on the flags the last claim read; the rest is read in one round trip. Both flags are
       // checked by the commit, so a stale copy fails it and the next round reads them again.
-      const listed = [...new Set(ids)].slice(0, MAX_CLAIMS_PER_COMMIT);
+      const listed = [...new Set(ids)].filter((id) => !unwritable.has(id))
+        .slice(0, MAX_CLAIMS_PER_COMMIT);
+      if (!listed.length) return { claimed: [], changed: 0, raced, paused: false };
       const cached = round === 0 && flags && !flags[0].value ? flags : null;
       const [[paused, stored], entries] = await Promise.all([
         cached ?? kv.getMany<[boolean, Limits]>([keys.queuePaused(), keys.limits()]),
@@ -165,7 +173,11 @@ export function createClaims(
       }
       if (!changed) return { claimed, changed, raced, paused: false };
       ledgers.write(op);
-      const res = await tally.commit(op, keys, copy);
+      const res = await tally.commit(op, keys, copy).catch((err) => {
+        if (isTooLarge(err)) return err;
+        throw err;
+      });
+      if (res instanceof TypeError) return await takeEach(listed, o, rows, res);
       if (res.ok) {
         for (const job of claimed) known.wrote(job, res.versionstamp);
         return { claimed, changed, raced, paused: false };
@@ -173,6 +185,29 @@ export function createClaims(
       raced = true; // another commit changed one of these jobs (or a ledger): decide again
     }
     return { claimed: [], changed: 0, raced, paused: false };
+  }
+
+  /** After KV refused a claim as too large: each job alone, setting aside the one it refuses. */
+  async function takeEach(
+    ids: readonly string[],
+    o: Omit<ClaimOptions, "max">,
+    rows: ReadonlyMap<string, Deno.KvEntry<Job>> | undefined,
+    err: TypeError,
+  ) {
+    if (ids.length === 1) {
+      if (unwritable.size >= 1000) unwritable.clear();
+      unwritable.add(ids[0]);
+      console.error(`Job "${ids[0]}" cannot be claimed, its record no longer fits:`, err.message);
+      return { claimed: [], changed: 0, raced: false, paused: false };
+    }
+    const out = { claimed: [] as Job[], changed: 0, raced: false, paused: false };
+    for (const id of ids) {
+      const r = await take([id], o, rows);
+      out.claimed.push(...r.claimed);
+      out.changed += r.changed;
+      out.raced ||= r.raced;
+    }
+    return out;
   }
 
   /** Claims up to `max` ready jobs (run_at ≤ now), oldest run_at first, in one commit. */

@@ -11,11 +11,16 @@ import { jobEntry } from "./_codec.ts";
 import type { Known } from "./_known.ts";
 import type { ReadyCopy } from "./_ready.ts";
 import { Ledgers } from "./_ledgers.ts";
-import { Tally, writeChange } from "./_writes.ts";
+import { isTooLarge, Tally, writeChange } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
 
 /** Why a change was not made. `lease_lost`: the caller's lease no longer holds the job. */
-export type RefusalCode = "not_found" | "invalid_transition" | "lease_lost" | "conflict";
+export type RefusalCode =
+  | "not_found"
+  | "invalid_transition"
+  | "lease_lost"
+  | "conflict"
+  | "too_large";
 
 export type Outcome =
   | { ok: true; job: Job; before: Job }
@@ -39,8 +44,32 @@ export function createTransitions(kv: Deno.Kv, keys: Keys, known: Known, ready: 
   /**
    * Applies every change in one commit (max ~80 per call); returns one outcome per change.
    * A worker's change is first decided on this store's own copy of the job (see _known.ts).
+   * When KV refuses the commit as too large, each change is applied alone, so one record that
+   * no longer fits (`too_large`; thrown when it is the only change) holds back no other.
    */
   async function apply(changes: readonly Change[]): Promise<Outcome[]> {
+    try {
+      return await applyTogether(changes);
+    } catch (err) {
+      if (changes.length < 2 || !isTooLarge(err)) throw err;
+    }
+    const out: Outcome[] = [];
+    for (const change of changes) {
+      try {
+        out.push(...await applyTogether([change]));
+      } catch (err) {
+        if (!isTooLarge(err)) throw err;
+        out.push({
+          ok: false,
+          code: "too_large",
+          message: `Cannot write job "${change.id}": ${err.message}`,
+        });
+      }
+    }
+    return out;
+  }
+
+  async function applyTogether(changes: readonly Change[]): Promise<Outcome[]> {
     for (let round = 0; round < MAX_ROUNDS; round++) {
       const entries = await read(changes, round === 0);
       const op = kv.atomic();

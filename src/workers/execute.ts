@@ -36,6 +36,9 @@ export interface ExecuteDeps {
 /** Why a running job's signal aborted. */
 export type AbortReason = "stop" | "taken";
 
+/** Largest payload + checkpoint a record holds (bytes as stored): the rest of 64 KiB is fields. */
+const MAX_RECORD_DATA_BYTES = 56 * 1024;
+
 /** Largest `result` kept with a job (KV values are ≤ 64 KiB with the rest of the record). */
 const MAX_RESULT_BYTES = 32 * 1024;
 
@@ -196,6 +199,16 @@ function buildContext<P>(
       if (depthOver(data, MAX_DEPTH)) {
         throw new PermanentError(
           `Checkpoint is nested deeper than ${MAX_DEPTH} levels`,
+          "validation_error",
+        );
+      }
+      // Measured as KV will store it, read back included (see payloadBytes): a record that fit
+      // when written but not when read back could never be written again.
+      const size = payloadBytes(data) + payloadBytes(job.payload);
+      if (size > MAX_RECORD_DATA_BYTES) {
+        throw new PermanentError(
+          `Checkpoint and payload are ${size} bytes stored; a job record holds at most ` +
+            `${MAX_RECORD_DATA_BYTES}`,
           "validation_error",
         );
       }

@@ -52,16 +52,16 @@ export function createRecovery(ctx: PoolContext, opts: RecoveryOptions) {
     const every = Math.max(1, Math.floor(ctx.lease_ms / 3));
     while (!stopping.signal.aborted) {
       await clock.sleep(every, stopping.signal);
-      try {
-        for (const r of [...running.values()]) {
-          if (!(await renew(r.job))) r.control.abort("taken");
+      // One job's failure (KV down, or a record it refuses) must not stop the others' renewal.
+      const beat = async (job: Job, lost: () => void) => {
+        try {
+          if (!(await renew(job))) lost();
+        } catch (err) {
+          console.error(`Lease renewal of job "${job.id}" failed (retried next beat):`, err);
         }
-        for (const job of [...buffer]) {
-          if (!(await renew(job))) unbuffer(job);
-        }
-      } catch (err) {
-        console.error("Lease renewal failed (retried next beat):", err);
-      }
+      };
+      for (const r of [...running.values()]) await beat(r.job, () => r.control.abort("taken"));
+      for (const job of [...buffer]) await beat(job, () => unbuffer(job));
     }
   }
 

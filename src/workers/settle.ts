@@ -26,7 +26,11 @@ export function createSettle(store: Store) {
     const flush = async () => {
       if (!group.length) return;
       try {
-        out.push(...await store.transitions.apply(group));
+        // A record KV refuses is reported as the error a lone commit of it throws (execute.ts).
+        const outcomes = await store.transitions.apply(group);
+        out.push(
+          ...outcomes.map((o) => !o.ok && o.code === "too_large" ? new TypeError(o.message) : o),
+        );
       } catch (err) {
         if (group.length === 1) out.push(err instanceof Error ? err : new Error(String(err)));
         else for (const c of group) out.push(...await settleMany([c]));
