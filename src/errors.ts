@@ -71,6 +71,13 @@ export function boundMessage(message: string): string {
   return `${message.slice(0, MAX_MESSAGE_CHARS)}… (${cut} more characters)`;
 }
 
+/**
+ * KV refused a value over 64 KiB (or a commit over its limits), e.g. a job record an earlier
+ * version wrote that no longer fits once read back.
+ */
+export const isTooLarge = (err: unknown): boolean =>
+  err instanceof TypeError && /too large/i.test(err.message);
+
 /** Pure: classify a thrown value into the seed's ErrorContext. */
 export function classifyError(err: unknown, stage: string): ErrorContext {
   const message = boundMessage(err instanceof Error ? err.message : String(err));
@@ -88,7 +95,7 @@ function codeOf(err: unknown): ErrorCode {
   if (typeof explicit === "string" && isErrorCode(explicit)) return explicit;
   if (err instanceof Deno.errors.NotFound) return "file_not_found";
   // KV refuses a value over 64 KiB or a commit over its limits: the same write fails every time.
-  if (err instanceof TypeError && /too large/i.test(err.message)) return "validation_error";
+  if (isTooLarge(err)) return "validation_error";
   if (err instanceof Deno.errors.IsADirectory) return "file_not_found";
   if (err.name === "ZodError") return "validation_error";
   if (err instanceof SyntaxError) return "parse_error";

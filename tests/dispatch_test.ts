@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { defineHandler, z } from "../src/mod.ts";
+import type { Pulse } from "../src/pulse.ts";
 import { setup } from "./_setup.ts";
 
 /** Release functions of the gated runs, by job id; every job id that started. */
@@ -51,6 +52,20 @@ function holdNextGetMany(kv: Deno.Kv) {
   return { hooked, arm };
 }
 
+/** Inserts one `test.work` job per flag (gated or not); returns their ids in order. */
+async function insertWork(p: Pulse, gated: boolean[]) {
+  const rs = await p.store.jobs.insert(gated.map((g) => ({
+    handler_name: "test.work",
+    payload: { gated: g },
+    source: "",
+    queue: "default",
+    cost_estimate: 0,
+    total: 0,
+    priority: 0,
+  })));
+  return rs.map((r) => (r.ok ? r.job.id : ""));
+}
+
 async function until(what: string, done: () => boolean | Promise<boolean>) {
   const deadline = performance.now() + 10_000;
   while (!(await done())) {
@@ -63,16 +78,7 @@ Deno.test("a job started while checkTaken reads KV does not make it drop another
   await using t = await setup([work], { start: false });
   const { hooked, arm } = holdNextGetMany(t.kv);
   const p = t.another({ kv: hooked, workers: 2, lease_ms: 30_000 });
-  const item = { handler_name: "test.work", source: "", queue: "default", cost_estimate: 0 };
-  const rs = await p.store.jobs.insert(
-    [true, true, false, false, false, false].map((gated) => ({
-      ...item,
-      payload: { gated },
-      total: 0,
-      priority: 0,
-    })),
-  );
-  const ids = rs.map((r) => (r.ok ? r.job.id : ""));
+  const ids = await insertWork(p, [true, true, false, false, false, false]);
   p.start();
   // Two gated jobs run; the four others are claimed ahead of the workers.
   await until("two run and four wait", () => {
@@ -108,16 +114,7 @@ Deno.test("a paused queue with a job due is looked at again on new work, not in 
   let takes = 0;
   p.store.claims.take = (...args) => (takes++, take(...args)); // counts; the real claim runs
   await p.store.governor.setQueuePaused(true);
-  const [r] = await p.store.jobs.insert([{
-    handler_name: "test.work",
-    source: "",
-    queue: "default",
-    cost_estimate: 0,
-    payload: { gated: false },
-    total: 0,
-    priority: 0,
-  }]);
-  assert.ok(r.ok);
+  const [id] = await insertWork(p, [false]);
   p.start();
   await until("a claim finds the queue paused", () => takes > 0);
   // The manual clock stands still, so no poll interval passes: give the engine many turns.
@@ -127,7 +124,7 @@ Deno.test("a paused queue with a job due is looked at again on new work, not in 
   p.pool.wake(); // what POST /api/pulse/resume does
   await until(
     "the job ran",
-    async () => (await p.store.jobs.get(r.job.id))?.status === "completed",
+    async () => (await p.store.jobs.get(id))?.status === "completed",
   );
 });
 
@@ -149,16 +146,7 @@ Deno.test("a claimed-ahead job cancelled through this process's API never starts
     },
   });
   const p = t.another({ kv, workers: 2, lease_ms: 30_000 });
-  const item = { handler_name: "test.work", source: "", queue: "default", cost_estimate: 0 };
-  const rs = await p.store.jobs.insert(
-    [true, true, false, false].map((gated) => ({
-      ...item,
-      payload: { gated },
-      total: 0,
-      priority: 0,
-    })),
-  );
-  const ids = rs.map((r) => (r.ok ? r.job.id : ""));
+  const ids = await insertWork(p, [true, true, false, false]);
   p.start();
   await until("two run and two wait", () => {
     const s = p.pool.status();

@@ -63,6 +63,20 @@ async function dueInKv(kv: Deno.Kv, store: Store, now: number) {
   return ids;
 }
 
+/**
+ * Two stores over one KV: A's copy of the ready index is whole (observed and listed once), B
+ * writes as another instance would.
+ */
+async function twoStores() {
+  const kv = await Deno.openKv(":memory:");
+  const clock = createManualClock(T0);
+  const a = createStore({ kv, now: clock.now });
+  const b = createStore({ kv, now: clock.now });
+  await observe(kv, a);
+  await a.claims.ready(10);
+  return { kv, clock, a, b, [Symbol.asyncDispose]: () => Promise.resolve(kv.close()) };
+}
+
 Deno.test("a claim finds the jobs this store enqueued without listing KV again", async () => {
   using kv = await Deno.openKv(":memory:");
   const { kv: watched, s } = spy(kv);
@@ -105,12 +119,8 @@ Deno.test("a job another store enqueued is claimed once the watch shows a bump n
 });
 
 Deno.test("a job another store took away is dropped from the copy, without a claim loop", async () => {
-  using kv = await Deno.openKv(":memory:");
-  const clock = createManualClock(T0);
-  const a = createStore({ kv, now: clock.now });
-  const b = createStore({ kv, now: clock.now });
-  await observe(kv, a);
-  await a.claims.ready(10);
+  await using w = await twoStores();
+  const { kv, clock, a, b } = w;
   const cancelled = await insert(a);
   const claimed = await insert(a);
   const [c] = await b.transitions.apply([{
@@ -256,12 +266,8 @@ Deno.test("a claim decides on the record its listing carried only while that rec
 });
 
 Deno.test("a job paused elsewhere and resumed here is offered and claimed once", async () => {
-  using kv = await Deno.openKv(":memory:");
-  const clock = createManualClock(T0);
-  const a = createStore({ kv, now: clock.now });
-  const b = createStore({ kv, now: clock.now });
-  await observe(kv, a);
-  await a.claims.ready(10);
+  await using w = await twoStores();
+  const { kv, clock, a, b } = w;
   const id = await insert(a);
   await observe(kv, a);
   clock.advance(5);
@@ -287,12 +293,8 @@ Deno.test("a job paused elsewhere and resumed here is offered and claimed once",
 });
 
 Deno.test("a job queued again to run later is not claimed by its earlier, due key", async () => {
-  using kv = await Deno.openKv(":memory:");
-  const clock = createManualClock(T0);
-  const a = createStore({ kv, now: clock.now });
-  const b = createStore({ kv, now: clock.now });
-  await observe(kv, a);
-  await a.claims.ready(10);
+  await using w = await twoStores();
+  const { kv, clock, a, b } = w;
   const id = await insert(a);
   await observe(kv, a);
   // B claims it (no bump), its lease runs out, and A's sweep queues it again for 30 s later.

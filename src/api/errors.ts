@@ -8,7 +8,7 @@ import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { ZodError } from "zod";
-import { type Issue, PulseError, type PulseErrorCode } from "../errors.ts";
+import { type Issue, isTooLarge, PulseError, type PulseErrorCode } from "../errors.ts";
 
 const STATUS: Record<PulseErrorCode, ContentfulStatusCode> = {
   validation_error: 400,
@@ -46,7 +46,7 @@ export function onError(err: Error, c: Context): Response {
       : err.message || "Bad request";
     return c.json(errorBody(code, message), err.status as ContentfulStatusCode);
   }
-  if (err instanceof TypeError && /too large/i.test(err.message)) {
+  if (isTooLarge(err)) {
     // A job record an earlier version wrote that KV will not take back: not the caller's fault,
     // but nothing this request can change either.
     const message = `The job's record no longer fits one KV value (${err.message})`;

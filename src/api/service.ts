@@ -5,7 +5,7 @@
  * @module
  */
 import type { Clock } from "../clock.ts";
-import { PulseError, type PulseErrorCode } from "../errors.ts";
+import { isTooLarge, PulseError, type PulseErrorCode } from "../errors.ts";
 import type { Registry } from "../handlers/mod.ts";
 import {
   MAX_PAYLOAD_BYTES,
@@ -206,7 +206,7 @@ const CODE_OF = {
  */
 function ignoreFinal(err: unknown) {
   if (err instanceof PulseError && err.code === "invalid_transition") return;
-  if (err instanceof TypeError && /too large/i.test(err.message)) return;
+  if (isTooLarge(err)) return;
   throw err;
 }
 

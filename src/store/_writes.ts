@@ -16,13 +16,6 @@ import type { Keys } from "./keys.ts";
  */
 export const COMMIT_BYTES = 600 * 1024;
 
-/**
- * KV refused a value over 64 KiB (or a commit over its limits). A record written by an earlier
- * version can be too large to write back; the caller keeps it from holding back other jobs.
- */
-export const isTooLarge = (err: unknown): err is TypeError =>
-  err instanceof TypeError && /too large/i.test(err.message);
-
 /** Status counts and signals of one commit, applied as `sum` mutations at the end. */
 export class Tally {
   readonly in = new Map<JobStatus, number>();

@@ -25,7 +25,8 @@ import type { Known } from "./_known.ts";
 import { decodeJob, recordBytes } from "./_codec.ts";
 import type { ReadyCopy, ReadyKey } from "./_ready.ts";
 import { Ledgers } from "./_ledgers.ts";
-import { COMMIT_BYTES, isTooLarge, Tally, writeChange } from "./_writes.ts";
+import { isTooLarge } from "../errors.ts";
+import { COMMIT_BYTES, Tally, writeChange } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
 import { getJobs, getJobsOr } from "./transitions.ts";
 

@@ -11,7 +11,8 @@ import { jobEntry } from "./_codec.ts";
 import type { Known } from "./_known.ts";
 import type { ReadyCopy } from "./_ready.ts";
 import { Ledgers } from "./_ledgers.ts";
-import { isTooLarge, Tally, writeChange } from "./_writes.ts";
+import { isTooLarge } from "../errors.ts";
+import { Tally, writeChange } from "./_writes.ts";
 import type { Keys } from "./keys.ts";
 
 /** Why a change was not made. `lease_lost`: the caller's lease no longer holds the job. */
@@ -62,7 +63,7 @@ export function createTransitions(kv: Deno.Kv, keys: Keys, known: Known, ready: 
         out.push({
           ok: false,
           code: "too_large",
-          message: `Cannot write job "${change.id}": ${err.message}`,
+          message: `Cannot write job "${change.id}": ${(err as Error).message}`,
         });
       }
     }

@@ -6,7 +6,7 @@
  */
 import type { z } from "zod";
 import type { Clock } from "../clock.ts";
-import { classifyError, PermanentError } from "../errors.ts";
+import { classifyError, isTooLarge, PermanentError } from "../errors.ts";
 import type { AnyHandler as Handler, HandlerContext, SpawnRequest } from "../handlers/mod.ts";
 import type { Registry } from "../handlers/mod.ts";
 import { backoffMs } from "../lifecycle/mod.ts";
@@ -121,9 +121,9 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
     } catch (err) {
       // Payload + checkpoint + result can pass KV's 64 KiB per value even when each is under
       // its own limit: fail the job at once rather than leave it running until its lease ends.
-      if (!(err instanceof TypeError && /too large/i.test(err.message))) throw err;
+      if (!isTooLarge(err)) throw err;
       return await fail(
-        permanent("result", `Result does not fit in the job record: ${err.message}`),
+        permanent("result", `Result does not fit in the job record: ${(err as Error).message}`),
       );
     }
   }
