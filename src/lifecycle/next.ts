@@ -87,10 +87,11 @@ export function next(job: Job, event: JobEvent): Decision {
   const answer = TABLE.get(keyOf(from, event.type, canRetry(job, event))) ?? null;
   if (!answer) return { ok: false, from, event: event.type };
   const at = iso(event.now);
-  let changed: Job = job;
-  for (const name of answer.patches) changed = { ...changed, ...PATCHES[name](changed, event, at) };
   const seq = job.event_seq + 1;
-  const decided: Job = { ...changed, status: answer.to, event_seq: seq, updated_at: at };
+  // One copy of the record, changed by each patch in turn (a patch sees the ones before it).
+  const decided: Job = { ...job };
+  for (const name of answer.patches) Object.assign(decided, PATCHES[name](decided, event, at));
+  Object.assign(decided, { status: answer.to, event_seq: seq, updated_at: at });
   const reason = reasonOf(event, decided);
   const entry: HistoryEntry = {
     seq,

@@ -88,11 +88,12 @@ function unpack(field: Field, value: unknown): unknown {
 /** The stored form of a job record. */
 export function encodeJob(job: Job): unknown[] {
   let rest: Record<string, unknown> | null = null;
-  for (const [k, v] of Object.entries(job)) {
-    if (!NAMED.has(k) && v !== undefined) (rest ??= {})[k] = v;
+  for (const k in job) {
+    const v = job[k as keyof Job];
+    if (v !== undefined && !NAMED.has(k)) (rest ??= {})[k] = v;
   }
   const row: unknown[] = [SCHEMA_VERSION, rest];
-  for (const field of JOB_FIELDS) row.push(pack(field, job[field]));
+  for (let i = 0; i < JOB_FIELDS.length; i++) row.push(pack(JOB_FIELDS[i], job[JOB_FIELDS[i]]));
   return row;
 }
 
@@ -100,10 +101,10 @@ export function encodeJob(job: Job): unknown[] {
 export function decodeJob(id: string, stored: unknown): Job {
   if (!Array.isArray(stored)) return stored as Job;
   const job: Record<string, unknown> = { v: stored[0], id };
-  JOB_FIELDS.forEach((field, i) => {
+  for (let i = 0; i < JOB_FIELDS.length; i++) {
     const value = stored[i + 2];
-    if (value !== undefined) job[field] = unpack(field, value);
-  });
+    if (value !== undefined) job[JOB_FIELDS[i]] = unpack(JOB_FIELDS[i], value);
+  }
   const rest = stored[1];
   if (rest && typeof rest === "object") Object.assign(job, rest);
   return job as Job;
@@ -146,11 +147,11 @@ export function decodeEvent(stored: unknown): JobEvent {
  */
 export function recordBytes(job: Job): number {
   let n = 1024;
-  for (
-    const v of [job.payload, job.checkpoint, job.result, job.error_context, job.error, job.history]
-  ) {
+  for (const v of [job.payload, job.checkpoint, job.result, job.error_context, job.error]) {
     if (v !== null && v !== undefined) n += 2 * (JSON.stringify(v)?.length ?? 0);
   }
+  // History entries: their fixed fields (~80 characters as JSON) and their reasons.
+  for (const e of job.history ?? []) n += 2 * (128 + (e.reason?.length ?? 0));
   return n;
 }
 

@@ -6,10 +6,10 @@
  * |----------------------------------------|--------------------|-------------------------------------------------|
  * | P,"job",id                             | Job (as a row)     | jobs.insert, transitions.apply, claims.next,    |
  * |                                        |                    | jobs.touch (progress/checkpoint/lease renew)    |
- * | P,"by_status",status,id                | true               | jobs.insert, transitions.apply, claims.next     |
- * | P,"by_queue",queue,id                  | true               | jobs.insert; removed by jobs.remove             |
- * | P,"by_handler",handler_name,id         | true               | jobs.insert; removed by jobs.remove             |
- * | P,"by_parent",parent_job_id,id         | true               | jobs.insert; removed by jobs.remove             |
+ * | P,"by_status",status,id                | empty bytes (1)    | jobs.insert, transitions.apply, claims.next     |
+ * | P,"by_queue",queue,id                  | empty bytes (1)    | jobs.insert; removed by jobs.remove             |
+ * | P,"by_handler",handler_name,id         | empty bytes (1)    | jobs.insert; removed by jobs.remove             |
+ * | P,"by_parent",parent_job_id,id         | empty bytes (1)    | jobs.insert; removed by jobs.remove             |
  * | P,"active",handler_name,source         | id                 | set while the job is queued/running/paused and  |
  * |                                        |                    | source ≠ "" (checked absent when set: dedup)    |
  * | P,"ready",run_at_ms,priority,id        | Job (as a row)     | present exactly while the job is queued; a copy |
@@ -32,6 +32,8 @@
  *
  * Job records and history entries are stored as rows of values in a fixed field order
  * (`_codec.ts`): a commit costs by the bytes it writes, and field names were most of them.
+ *
+ * (1) Only the key is read; files written before hold `true` there.
  *
  * A status count is `in − out` (both only grow, so `sum` never has to decrement).
  *

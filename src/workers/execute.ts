@@ -103,7 +103,8 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
       return await fail(permanent("result", `Result is nested deeper than ${MAX_DEPTH} levels`));
     }
     try {
-      structuredClone(outcome.result); // what KV can store (functions, symbols… cannot)
+      // What KV can store (functions, symbols… cannot); null, a string, a number or a boolean can.
+      if (!storable(outcome.result)) structuredClone(outcome.result);
     } catch (err) {
       return await fail(permanent("result", `Result cannot be stored: ${(err as Error).message}`));
     }
@@ -139,6 +140,9 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
   const after = Number((outcome.error as { retry_after_ms?: unknown })?.retry_after_ms);
   return await fail(classifyError(outcome.error, "run"), Number.isFinite(after) ? after : 0);
 }
+
+const storable = (v: unknown) =>
+  v === null || v === undefined || ["string", "number", "boolean"].includes(typeof v);
 
 function permanent(stage: string, message: string): ErrorContext {
   return classifyError(new PermanentError(message, "validation_error"), stage);
