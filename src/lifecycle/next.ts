@@ -90,7 +90,7 @@ export function next(job: Job, event: JobEvent): Decision {
   const seq = job.event_seq + 1;
   // One copy of the record, changed by each patch in turn (a patch sees the ones before it).
   const decided: Job = { ...job };
-  for (const name of answer.patches) Object.assign(decided, PATCHES[name](decided, event, at));
+  for (const name of answer.patches) PATCHES[name](decided, event, at);
   Object.assign(decided, { status: answer.to, event_seq: seq, updated_at: at });
   const reason = reasonOf(event, decided);
   const entry: HistoryEntry = {

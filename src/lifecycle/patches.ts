@@ -1,6 +1,7 @@
 /**
- * What each named change of the lifecycle machine does to a job record. Pure functions; a
- * status is never written here (`next` sets it from the machine's target).
+ * What each named change of the lifecycle machine does to a job record. Each changes only the
+ * draft `next` hands it (never a stored or shared job); a status is never written here (`next`
+ * sets it from the machine's target).
  *
  * @module
  */
@@ -8,8 +9,13 @@ import { iso } from "../clock.ts";
 import type { ErrorContext, Job, PauseReason } from "../types.ts";
 import type { JobEvent, PatchName } from "./machine.ts";
 
-/** A change to a job record; `at` is `iso(e.now)`, computed once per decision. */
-type Patch = (job: Job, e: JobEvent, at: string) => Partial<Job>;
+/**
+ * A change to a job record, made on `draft`: a fresh copy of the job that `next` owns and
+ * returns. `at` is `iso(e.now)`, computed once per decision. Fields are set by name: a record
+ * given a new field by computed name (Object.assign, a spread) turns into a slow dictionary in
+ * V8 once it has ~30 fields, and every later copy of it costs ~6 µs instead of ~0.3.
+ */
+type Patch = (draft: Job, e: JobEvent, at: string) => void;
 
 const costOf = (job: Job, e: JobEvent) =>
   "cost_actual" in e && e.cost_actual !== undefined ? e.cost_actual : job.cost_actual;
@@ -39,35 +45,54 @@ function pausedState(reason: PauseReason) {
 }
 
 export const PATCHES: Record<PatchName, Patch> = {
-  start: (job, e, at) => ({
-    lease: e.type === "claim" ? e.lease : null,
-    attempt: job.attempt + 1,
-    started_at: at,
-    pulse_state: null,
-  }),
-  finish: (job, e, at) => ({
-    lease: null,
-    completed_at: at,
-    result: e.type === "complete" ? e.result : undefined,
-    cost_actual: costOf(job, e),
+  start: (d, e, at) => {
+    d.lease = e.type === "claim" ? e.lease : null;
+    d.attempt = d.attempt + 1;
+    d.started_at = at;
+    d.pulse_state = null;
+  },
+  finish: (d, e, at) => {
+    d.lease = null;
+    d.completed_at = at;
+    d.result = e.type === "complete" ? e.result : undefined;
+    d.cost_actual = costOf(d, e);
     // The job succeeded: an earlier attempt's error stays in the history, not on the record.
-    error: undefined,
-    error_context: null,
-  }),
-  record_error: (_job, e) => ({ error_context: failure(e), error: failure(e).message }),
-  to_failed: (job, e, at) => ({ lease: null, completed_at: at, cost_actual: costOf(job, e) }),
-  to_queued_after_backoff: (job, e) => ({
-    lease: null,
-    run_at: iso(e.now + ("backoff_ms" in e ? Math.max(0, e.backoff_ms) : 0)),
-    retry_count: job.retry_count + 1,
-    cost_actual: costOf(job, e),
-  }),
-  to_queued_now: (_job, _e, at) => ({ lease: null, run_at: at }),
-  unpause: () => ({ pulse_state: null }),
-  pause: (_job, e) => ({
-    lease: null,
-    pulse_state: pausedState(e.type === "pause" ? e.pause_reason : "user_requested"),
-  }),
-  cancel: (_job, _e, at) => ({ lease: null, completed_at: at }),
-  reset_retries: (_job, _e, at) => ({ retry_count: 0, run_at: at, completed_at: null }),
+    if (d.error !== undefined) d.error = undefined;
+    d.error_context = null;
+  },
+  record_error: (d, e) => {
+    d.error_context = failure(e);
+    d.error = failure(e).message;
+  },
+  to_failed: (d, e, at) => {
+    d.lease = null;
+    d.completed_at = at;
+    d.cost_actual = costOf(d, e);
+  },
+  to_queued_after_backoff: (d, e) => {
+    d.lease = null;
+    d.run_at = iso(e.now + ("backoff_ms" in e ? Math.max(0, e.backoff_ms) : 0));
+    d.retry_count = d.retry_count + 1;
+    d.cost_actual = costOf(d, e);
+  },
+  to_queued_now: (d, _e, at) => {
+    d.lease = null;
+    d.run_at = at;
+  },
+  unpause: (d) => {
+    d.pulse_state = null;
+  },
+  pause: (d, e) => {
+    d.lease = null;
+    d.pulse_state = pausedState(e.type === "pause" ? e.pause_reason : "user_requested");
+  },
+  cancel: (d, _e, at) => {
+    d.lease = null;
+    d.completed_at = at;
+  },
+  reset_retries: (d, _e, at) => {
+    d.retry_count = 0;
+    d.run_at = at;
+    d.completed_at = null;
+  },
 };
