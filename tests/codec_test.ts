@@ -8,7 +8,7 @@ import { serialize } from "node:v8";
 import fc from "fast-check";
 import { iso } from "../src/clock.ts";
 import { decodeEvent, decodeJob } from "../src/store/mod.ts";
-import { encodeEvent, encodeJob } from "../src/store/_codec.ts";
+import { encodeEvent, encodeJob, JOB_FIELDS } from "../src/store/_codec.ts";
 import { Job, type JobEvent, SCHEMA_VERSION } from "../src/types.ts";
 
 const T = Date.UTC(2026, 11, 3, 15, 22, 19, 548);
@@ -140,6 +140,13 @@ Deno.test("every field of the record reads back, each from its own place in the 
   // A field added to the schema must be added here too (and to the row's layout and decoder).
   assert.deepEqual(Object.keys(full).sort(), Object.keys(Job.shape).sort());
   assert.deepEqual(decodeJob(ID, stored(full)), full);
+  // Each field sits where the layout says: a row holding only that position reads it back.
+  const row = stored(full);
+  for (const [i, field] of JOB_FIELDS.entries()) {
+    const only = row.map((v, at) => at === 0 || at === i + 2 ? v : undefined);
+    assert.deepEqual(decodeJob(ID, only)[field], full[field], field);
+  }
+  assert.equal(row.length, JOB_FIELDS.length + 2);
 });
 
 Deno.test("any JSON payload, result and checkpoint survive the row", () => {

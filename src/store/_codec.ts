@@ -33,7 +33,7 @@ export function payloadBytes(payload: unknown): number {
 }
 
 /** Field order of a stored job row, after the version. Append only. */
-const JOB_FIELDS = [
+export const JOB_FIELDS = [
   "handler_name",
   "payload",
   "source",
@@ -85,16 +85,47 @@ function unpack(field: Field, value: unknown): unknown {
   return value;
 }
 
-/** The stored form of a job record. */
+/**
+ * The stored form of a job record: `JOB_FIELDS` in order, each read by name and the row built at
+ * its full length at once (a row grown by push was most of a record write's garbage). A test
+ * reads back a row with every field set, so this and `JOB_FIELDS` cannot drift.
+ */
 export function encodeJob(job: Job): unknown[] {
   let rest: Record<string, unknown> | null = null;
   for (const k in job) {
     const v = job[k as keyof Job];
     if (v !== undefined && !NAMED.has(k)) (rest ??= {})[k] = v;
   }
-  const row: unknown[] = [SCHEMA_VERSION, rest];
-  for (let i = 0; i < JOB_FIELDS.length; i++) row.push(pack(JOB_FIELDS[i], job[JOB_FIELDS[i]]));
-  return row;
+  return [
+    SCHEMA_VERSION,
+    rest,
+    job.handler_name,
+    job.payload,
+    job.source,
+    job.status,
+    pack("progress", job.progress),
+    job.cost_estimate,
+    job.cost_actual,
+    job.pulse_state,
+    job.error,
+    job.parent_job_id,
+    job.retry_count,
+    job.created_at,
+    job.started_at,
+    job.completed_at,
+    job.updated_at,
+    job.queue,
+    job.priority,
+    job.attempt,
+    job.run_at,
+    job.result,
+    job.error_context,
+    pack("lease", job.lease),
+    job.checkpoint,
+    job.event_seq,
+    job.reservation,
+    pack("history", job.history),
+  ];
 }
 
 /** The job record stored under `id` (a row, or an object written before rows). */

@@ -81,5 +81,6 @@ export function createKeys(prefix: Prefix) {
 export type Keys = ReturnType<typeof createKeys>;
 
 function tail(key: Deno.KvKeyPart[], last?: string): Deno.KvKey {
-  return last === undefined ? key : [...key, last];
+  if (last !== undefined) key.push(last);
+  return key;
 }

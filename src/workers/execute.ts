@@ -92,21 +92,24 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
   } catch (error) {
     outcome = { ok: false, error };
   }
-  await Promise.allSettled(pending);
+  if (pending.length) await Promise.allSettled(pending);
   if (outcome === "taken") return;
   if (outcome.ok) {
     const size = JSON.stringify(outcome.result ?? null)?.length ?? 0;
     if (size > MAX_RESULT_BYTES) {
       return await fail(permanent("result", `Result is ${size} bytes, over ${MAX_RESULT_BYTES}`));
     }
-    if (depthOver(outcome.result, MAX_DEPTH)) {
-      return await fail(permanent("result", `Result is nested deeper than ${MAX_DEPTH} levels`));
-    }
-    try {
-      // What KV can store (functions, symbols… cannot); null, a string, a number or a boolean can.
-      if (!storable(outcome.result)) structuredClone(outcome.result);
-    } catch (err) {
-      return await fail(permanent("result", `Result cannot be stored: ${(err as Error).message}`));
+    // null, a string, a number or a boolean is stored as it is; anything else is checked.
+    if (!isPlain(outcome.result)) {
+      if (depthOver(outcome.result, MAX_DEPTH)) {
+        return await fail(permanent("result", `Result is nested deeper than ${MAX_DEPTH} levels`));
+      }
+      try {
+        structuredClone(outcome.result); // what KV can store (functions, symbols… cannot)
+      } catch (err) {
+        const message = `Result cannot be stored: ${(err as Error).message}`;
+        return await fail(permanent("result", message));
+      }
     }
     try {
       return await deps.settle({
@@ -141,7 +144,7 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
   return await fail(classifyError(outcome.error, "run"), Number.isFinite(after) ? after : 0);
 }
 
-const storable = (v: unknown) =>
+const isPlain = (v: unknown) =>
   v === null || v === undefined || ["string", "number", "boolean"].includes(typeof v);
 
 function permanent(stage: string, message: string): ErrorContext {
