@@ -123,10 +123,11 @@ export const Job = z.object({
     assumed_micros: z.number().int().optional(),
   }).nullable().optional(),
   /**
-   * Internal, never on the wire: the newest history entries, kept in the record until there are
-   * enough to move to one history key (store/_writes.ts). `store.jobs.events` reads both.
+   * Internal, never on the wire: the newest history entries in their stored form (rows, see
+   * store/_codec.ts), kept in the record until there are enough to move to one history key
+   * (store/_writes.ts). `store.jobs.events` reads both.
    */
-  history: z.array(JobEvent).optional(),
+  history: z.array(z.array(z.unknown())).optional(),
 });
 export type Job = z.infer<typeof Job>;
 

@@ -21,7 +21,7 @@ import {
   tempDir,
   withKv,
 } from "./_process.ts";
-import { decodeEvents, decodeJob } from "../src/store/mod.ts";
+import { decodeEvents, decodeJob, recordHistory } from "../src/store/mod.ts";
 import { zeroCounts } from "./_util.ts";
 
 export interface CrashOptions {
@@ -339,7 +339,7 @@ async function verify(
       assert.equal(group[0].seq, e.key[3], `${where} history key ${id}/${String(e.key[3])}`);
       for (const entry of group) add(id, entry);
     }
-    for (const [id, job] of jobs) for (const entry of job.history ?? []) add(id, entry);
+    for (const [id, job] of jobs) for (const entry of recordHistory(job)) add(id, entry);
     assert.deepEqual([...events.keys()].sort(), [...ids].sort(), `${where} histories`);
 
     // Side effects, per job.

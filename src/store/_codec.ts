@@ -14,7 +14,8 @@
  * @module
  */
 import { deserialize, serialize } from "node:v8";
-import { type Job, type JobEvent, SCHEMA_VERSION } from "../types.ts";
+import { iso } from "../clock.ts";
+import { type Job, JOB_STATUSES, type JobEvent, SCHEMA_VERSION } from "../types.ts";
 
 /** Largest payload a job may carry (bytes as stored): the record's other fields need the rest. */
 export const MAX_PAYLOAD_BYTES = 48 * 1024;
@@ -74,14 +75,12 @@ function pack(field: Field, value: unknown): unknown {
     const l = value as NonNullable<Job["lease"]>;
     return [l.owner, l.expires_at];
   }
-  if (field === "history" && value) return (value as JobEvent[]).map(encodeEvent);
   return value;
 }
 
 function unpack(field: Field, value: unknown): unknown {
   if (field === "progress" && Array.isArray(value)) return { current: value[0], total: value[1] };
   if (field === "lease" && Array.isArray(value)) return { owner: value[0], expires_at: value[1] };
-  if (field === "history" && Array.isArray(value)) return value.map(decodeEvent);
   return value;
 }
 
@@ -124,7 +123,7 @@ export function encodeJob(job: Job): unknown[] {
     job.checkpoint,
     job.event_seq,
     job.reservation,
-    pack("history", job.history),
+    job.history,
   ];
 }
 
@@ -170,16 +169,55 @@ function fromRow(id: string, r: unknown[]): Partial<Job> {
   if (r[24] !== undefined) job.checkpoint = r[24];
   if (r[25] !== undefined) job.event_seq = r[25] as number;
   if (r[26] !== undefined) job.reservation = r[26] as Job["reservation"];
-  if (r[27] !== undefined) job.history = unpack("history", r[27]) as Job["history"];
+  if (r[27] !== undefined) job.history = r[27] as Job["history"];
   return job;
 }
 
+/** A history entry as stored (see encodeEvent). */
+export type EventRow = unknown[];
+
+/** Event names and statuses stored as their index here (append only); others as text. */
+const EVENT_NAMES = [
+  "enqueue",
+  "claim",
+  "complete",
+  "fail",
+  "expire",
+  "requeue",
+  "pause",
+  "resume",
+  "cancel",
+  "retry",
+];
+const codeOf = (names: readonly string[], name: string | null) => {
+  const i = name === null ? -1 : names.indexOf(name);
+  return i < 0 ? name : i;
+};
+const nameOf = <T extends string>(names: readonly T[], code: unknown) =>
+  (typeof code === "number" ? names[code] : code) as T;
+
 /**
- * The stored form of a history entry: [seq, at, event, from, to, attempt, reason?]. A history
- * key holds one entry, or (written since entries wait in the record) an array of entries.
+ * The stored form of a history entry: [seq, at_hi, at_lo, event, from, to, attempt, reason?].
+ * `at` is epoch ms in two parts (at_hi × 10^6 + at_lo) and the event and statuses are small
+ * numbers, so the row is all small integers: V8 stores those in 1–5 bytes each, where one number
+ * past 2^30 turns the array into 9-byte doubles, and the text form was ~60 bytes an entry. A job
+ * record carries its newest entries, written at every claim and completion. A time that is not
+ * canonical text, and entries stored before, hold [seq, at, event, from, to, attempt, reason?]
+ * with `at` as text, which still reads. A history key holds one entry, or (written since entries
+ * wait in the record) an array of entries.
  */
-export function encodeEvent(e: JobEvent): unknown[] {
-  const row = [e.seq, e.at, e.event, e.from, e.to, e.attempt];
+export function encodeEvent(e: JobEvent): EventRow {
+  const ms = Date.parse(e.at);
+  // `| 0`: integers, not doubles that hold one (an array holding a double stores all as doubles).
+  const at = iso(ms) === e.at ? [(ms / 1e6) | 0, (ms % 1e6) | 0] : [e.at];
+  const row = [
+    e.seq,
+    ...at,
+    codeOf(EVENT_NAMES, e.event),
+    codeOf(JOB_STATUSES, e.from),
+    codeOf(JOB_STATUSES, e.to),
+    e.attempt,
+  ];
   if (e.reason !== undefined) row.push(e.reason);
   return row;
 }
@@ -193,16 +231,31 @@ export function decodeEvents(stored: unknown): JobEvent[] {
 
 export function decodeEvent(stored: unknown): JobEvent {
   if (!Array.isArray(stored)) return stored as JobEvent;
-  const [seq, at, event, from, to, attempt, reason] = stored;
+  const split = typeof stored[1] === "number";
+  const at = split ? iso(stored[1] * 1e6 + stored[2]) : stored[1];
+  const [event, from, to, attempt, reason] = stored.slice(split ? 3 : 2);
   return {
-    seq,
+    seq: stored[0],
     at,
-    event,
-    from,
-    to,
+    event: nameOf(EVENT_NAMES, event),
+    from: from === null ? null : nameOf(JOB_STATUSES, from),
+    to: nameOf(JOB_STATUSES, to),
     attempt,
     ...(reason === undefined ? {} : { reason }),
   };
+}
+
+/** The history entries a job record holds (they move to history keys 8 at a time). */
+export const recordHistory = (job: Job): JobEvent[] => (job.history ?? []).map(decodeEvent);
+
+/** Characters of reasons in history rows (compact or text form). */
+export function reasonsLength(rows: readonly EventRow[]): number {
+  let n = 0;
+  for (const r of rows) {
+    const reason = r[typeof r[1] === "number" ? 7 : 6];
+    if (typeof reason === "string") n += reason.length;
+  }
+  return n;
 }
 
 /**
@@ -214,8 +267,8 @@ export function recordBytes(job: Job): number {
   for (const v of [job.payload, job.checkpoint, job.result, job.error_context, job.error]) {
     if (v !== null && v !== undefined) n += 2 * (JSON.stringify(v)?.length ?? 0);
   }
-  // History entries: their fixed fields (~80 characters as JSON) and their reasons.
-  for (const e of job.history ?? []) n += 2 * (128 + (e.reason?.length ?? 0));
+  // History entries: their fixed fields (~40 characters as JSON) and their reasons.
+  if (job.history) n += 2 * (128 * job.history.length + reasonsLength(job.history));
   return n;
 }
 

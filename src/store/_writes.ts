@@ -6,7 +6,7 @@
  * @module
  */
 import { ACTIVE_STATUSES, type Job, type JobEvent, type JobStatus } from "../types.ts";
-import { encodeEvent, encodeJob } from "./_codec.ts";
+import { encodeEvent, encodeJob, reasonsLength } from "./_codec.ts";
 import type { ReadyChange, ReadyCopy } from "./_ready.ts";
 import type { Keys } from "./keys.ts";
 
@@ -78,12 +78,11 @@ const REASONS_IN_RECORD = 1024;
  * messages, which the record already holds twice), the entries move to one history key.
  */
 function recorded(op: Deno.AtomicOperation, keys: Keys, job: Job, entry: JobEvent): Job {
-  const history = [...(job.history ?? []), entry];
-  const reasons = history.reduce((n, e) => n + (e.reason?.length ?? 0), 0);
-  if (history.length < ENTRIES_IN_RECORD && reasons <= REASONS_IN_RECORD) {
+  const history = [...(job.history ?? []), encodeEvent(entry)];
+  if (history.length < ENTRIES_IN_RECORD && reasonsLength(history) <= REASONS_IN_RECORD) {
     return { ...job, history };
   }
-  op.set(keys.event(job.id, history[0].seq), history.map(encodeEvent));
+  op.set(keys.event(job.id, history[0][0] as number), history);
   return { ...job, history: [] };
 }
 

@@ -14,7 +14,7 @@
  * |                                        |                    | source ≠ "" (checked absent when set: dedup)    |
  * | P,"ready",run_at_ms,priority,id        | Job (as a row)     | present exactly while the job is queued; a copy |
  * |                                        |                    | of the record, written in the same commit       |
- * | P,"events",id,seq                      | JobEvent rows      | the history entries from seq on, moved out of   |
+ * | P,"events",id,seq                      | JobEvent rows (2)  | the history entries from seq on, moved out of   |
  * |                                        |                    | the record (Job.history) 8 at a time; one entry |
  * |                                        |                    | per key in files written before                 |
  * | P,"spawned",parent_id,key              | child id           | jobs.insert of a child via ctx.spawn (checked)  |
@@ -34,6 +34,8 @@
  * (`_codec.ts`): a commit costs by the bytes it writes, and field names were most of them.
  *
  * (1) Only the key is read; files written before hold `true` there.
+ * (2) [seq, at (epoch ms), event, from, to, attempt, reason?], the event and statuses as small
+ * numbers (`encodeEvent`); files written before hold the text, which still reads.
  *
  * A status count is `in − out` (both only grow, so `sum` never has to decrement).
  *

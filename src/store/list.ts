@@ -8,7 +8,7 @@
  * @module
  */
 import type { Job, JobEvent, JobStatus } from "../types.ts";
-import { decodeEvents, jobEntry } from "./_codec.ts";
+import { decodeEvents, jobEntry, recordHistory } from "./_codec.ts";
 import type { Keys } from "./keys.ts";
 import { getJob, getJobs } from "./transitions.ts";
 
@@ -59,7 +59,8 @@ export function createList(kv: Deno.Kv, keys: Keys) {
    */
   async function events(id: string): Promise<JobEvent[]> {
     const bySeq = new Map<number, JobEvent>();
-    for (const entry of (await getJob(kv, keys, id)).value?.history ?? []) {
+    const record = (await getJob(kv, keys, id)).value;
+    for (const entry of record ? recordHistory(record) : []) {
       bySeq.set(entry.seq, entry);
     }
     for await (const e of kv.list({ prefix: keys.events(id) })) {

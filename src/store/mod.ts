@@ -30,6 +30,7 @@ export {
   MAX_PAYLOAD_BYTES,
   payloadBytes,
   recordBytes,
+  recordHistory,
 } from "./_codec.ts";
 export type { CallOutcome, Governor } from "./governor.ts";
 
