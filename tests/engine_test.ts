@@ -100,7 +100,20 @@ const loud = defineHandler({
     throw new Error("e".repeat(24_000));
   },
 });
-const HANDLERS = [flaky, hold, parts, data, big, wide, loud];
+const odd = defineHandler({
+  name: "test.odd",
+  description: "Returns what JSON cannot hold: a BigInt, or an object that contains itself",
+  payload: z.object({ kind: z.enum(["bigint", "cycle"]) }),
+  run: (ctx) => {
+    count(ctx.job.id);
+    if (ctx.payload.kind === "bigint") return { n: 10n };
+    const cycle: Record<string, unknown> = {};
+    cycle.self = cycle;
+    return cycle;
+  },
+});
+
+const HANDLERS = [flaky, hold, parts, data, big, wide, loud, odd];
 
 async function post(t: World, handler_name: string, payload: unknown = {}) {
   const res = await t.call("POST", JOBS, { handler_name, payload });
@@ -307,4 +320,17 @@ Deno.test("a result that does not fit in the job record fails the job once, perm
   assert.equal(calls.get(id), 1);
   assert.equal(job.error_context?.stage, "result");
   assert.equal(job.error_context?.retryable, false);
+});
+
+Deno.test("a result JSON cannot hold fails the job at once, permanently, and the API still answers", async () => {
+  await using t = await setup(HANDLERS);
+  for (const kind of ["bigint", "cycle"]) {
+    const id = await post(t, "test.odd", { kind });
+    const job = await t.waitFor(id, (j) => j.status !== "queued" && j.status !== "running");
+    assert.equal(job.status, "failed", kind);
+    assert.equal(calls.get(id), 1, kind);
+    assert.equal(job.error_context?.stage, "result", kind);
+    assert.equal(job.error_context?.retryable, false, kind);
+    assert.equal((await t.call("GET", `${JOBS}/${id}`)).status, 200, kind);
+  }
 });

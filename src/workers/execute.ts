@@ -95,7 +95,13 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
   if (pending.length) await Promise.allSettled(pending);
   if (outcome === "taken") return;
   if (outcome.ok) {
-    const size = JSON.stringify(outcome.result ?? null)?.length ?? 0;
+    // The API answers with the result as JSON: one JSON cannot hold (a BigInt, an object that
+    // contains itself) fails the job, where it used to end the run with an engine error and
+    // leave the job running until its lease expired.
+    const size = jsonLength(outcome.result ?? null);
+    if (typeof size === "string") {
+      return await fail(permanent("result", `Result cannot be stored as JSON: ${size}`));
+    }
     if (size > MAX_RESULT_BYTES) {
       return await fail(permanent("result", `Result is ${size} bytes, over ${MAX_RESULT_BYTES}`));
     }
@@ -142,6 +148,15 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
   // A handler may say when a retry can succeed (e.g. HTTP Retry-After): never retry sooner.
   const after = Number((outcome.error as { retry_after_ms?: unknown })?.retry_after_ms);
   return await fail(classifyError(outcome.error, "run"), Number.isFinite(after) ? after : 0);
+}
+
+/** Length of `v` as JSON, or why it has none. */
+function jsonLength(v: unknown): number | string {
+  try {
+    return JSON.stringify(v)?.length ?? 0;
+  } catch (err) {
+    return (err as Error).message;
+  }
 }
 
 const isPlain = (v: unknown) =>
