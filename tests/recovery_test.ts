@@ -762,6 +762,81 @@ Deno.test("store.jobs.prune() removes a job whose history spans several commits"
   await assertStatsExact(t);
 });
 
+Deno.test("store.jobs.prune() removes many jobs per commit, and keeps one retried meanwhile", async () => {
+  const AGES = { completed: null, failed: 0, cancelled: null };
+  await using t = await setup(HANDLERS, { start: false });
+  const { store } = t.pulse;
+  const now = t.clock.now();
+  const jobs: Job[] = [];
+  for (let i = 0; i < 120; i++) jobs.push(await enqueue(store));
+  // Some with children (spawn links) and one whose history has moved to a history key.
+  for (const parent of jobs.slice(0, 5)) {
+    await enqueue(store, { parent_job_id: parent.id, spawn_key: "k", queue: "q.child" });
+  }
+  const retried = jobs[70];
+  for (let i = 0; i < 4; i++) {
+    assert.ok(
+      (await apply(store, retried.id, () => ({
+        type: "pause",
+        now,
+        pause_reason: "user_requested",
+      }))).ok,
+    );
+    assert.ok((await apply(store, retried.id, () => ({ type: "resume", now }))).ok);
+  }
+  for (const j of jobs) await drive(store, j.id, "failed", now);
+  assert.ok((await keysUnder(t.kv, store.keys.events(retried.id))).length > 0);
+  const history = await store.jobs.events(retried.id);
+  // A second store over the same KV, counting commits; it retries one job while reading its
+  // history keys for deletion (between the read of its record and the removal commit).
+  let commits = 0;
+  let hooked = false;
+  const counted = new Proxy(t.kv, {
+    get(target, prop) {
+      if (prop === "atomic") {
+        return () => {
+          const op = target.atomic();
+          const commit = op.commit.bind(op);
+          op.commit = () => (commits++, commit());
+          return op;
+        };
+      }
+      if (prop === "list") {
+        return (selector: Deno.KvListSelector, options?: Deno.KvListOptions) =>
+          (async function* () {
+            const mine = "prefix" in selector &&
+              sameKey(selector.prefix, store.keys.events(retried.id));
+            if (mine && !hooked) {
+              hooked = true;
+              const r = await t.call("POST", `${JOBS}/${retried.id}/retry`);
+              assert.equal(r.status, 200, JSON.stringify(r.body));
+            }
+            yield* target.list(selector, options);
+          })();
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  const pruner = createStore({ kv: counted, now: () => t.clock.now() });
+  assert.equal(await pruner.jobs.prune(t.clock.now(), AGES), 119);
+  assert.ok(hooked, "the hook never ran: the test no longer reaches its point");
+  // 120 jobs as 100 + 20: three commits of ≤ 50, the failed one's 50 again one by one, one more.
+  assert.ok(commits <= 60, `${commits} commits for 120 removals`);
+  // Nothing of a removed job is left: its record, index keys, history keys and spawn links (its
+  // children's own keys stay: they are queued).
+  const all = await keysUnder(t.kv, [...store.keys.prefix]);
+  const owns = (k: Deno.KvKey, id: string) =>
+    k.at(-1) === id || ((k[1] === "events" || k[1] === "spawned") && k[2] === id);
+  for (const j of jobs) {
+    if (j.id !== retried.id) assert.deepEqual(all.filter((k) => owns(k, j.id)), [], j.id);
+  }
+  assert.equal((await store.jobs.get(retried.id))?.status, "queued");
+  const events = await store.jobs.events(retried.id);
+  assert.deepEqual(events.slice(0, history.length), history, "history was deleted");
+  await assertStatsExact(t);
+});
+
 Deno.test("graceful start spreads more recovered jobs than one sweep page evenly", async () => {
   const PHASE = 10_000;
   const N = 120;
