@@ -3,7 +3,7 @@
  * file with no-op handlers, beside the reference loop (../shared/bench/lifecycle.ts, batched,
  * c=50) run in the same invocation. Each phase runs in its own process (bench/phase.ts), so a
  * peak RSS belongs to one phase. End-to-end at 50 workers and the reference loop are run as
- * alternating pairs (5 in the full run, 1 with `--quick`) and the ratio is the median of the
+ * alternating pairs (5 in the full run, 3 with `--quick`) and the ratio is the median of the
  * pairs': a KV file's speed moves with the disk, and a pair shares its moment.
  * `--quick` runs a short subset for the CI regression check.
  */
@@ -12,7 +12,7 @@ import { median, phase } from "./lib.ts";
 const args = new Set(Deno.args);
 const QUICK = args.has("--quick");
 const N = QUICK ? 3000 : 20_000;
-const PAIRS = QUICK ? 1 : 5;
+const PAIRS = QUICK ? 3 : 5;
 const out: Record<string, unknown> = { quick: QUICK, n: N, deno: Deno.version.deno };
 const log = (s: string) => !args.has("--json") && console.error(s);
 
