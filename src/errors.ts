@@ -59,16 +59,21 @@ const NOT_RETRYABLE: ReadonlySet<ErrorCode> = new Set([
 ]);
 
 /**
- * Longest error message kept (characters). A message lives in the job record twice (`error`,
- * `error_context.message`) and in its history: a longer one is cut, saying how much was cut.
+ * Longest error message kept, in bytes as KV stores it: a string with any character past
+ * U+00FF is stored two bytes per character, so it keeps half as many. A message lives in the
+ * job record twice (`error`, `error_context.message`) and in its history: a longer one is cut,
+ * saying how much was cut.
  */
-export const MAX_MESSAGE_CHARS = 2048;
+export const MAX_MESSAGE_BYTES = 2048;
 
-/** `message` cut to MAX_MESSAGE_CHARS. */
-export function boundMessage(message: string): string {
-  if (message.length <= MAX_MESSAGE_CHARS) return message;
-  const cut = message.length - MAX_MESSAGE_CHARS;
-  return `${message.slice(0, MAX_MESSAGE_CHARS)}… (${cut} more characters)`;
+/** `message` cut to MAX_MESSAGE_BYTES as stored. */
+export function boundMessage(message: string, maxBytes = MAX_MESSAGE_BYTES): string {
+  // deno-lint-ignore no-control-regex
+  const keep = /[^\u0000-\u00ff]/.test(message) ? maxBytes >> 1 : maxBytes;
+  if (message.length <= keep) return message;
+  // Never cut between the two halves of a surrogate pair.
+  const end = /[\ud800-\udbff]/.test(message[keep - 1]) ? keep - 1 : keep;
+  return `${message.slice(0, end)}… (${message.length - end} more characters)`;
 }
 
 /**

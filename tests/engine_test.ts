@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { iso } from "../src/clock.ts";
 import { defineHandler, PermanentError, z } from "../src/mod.ts";
+import { payloadBytes } from "../src/store/mod.ts";
 import type { Job } from "../src/types.ts";
 import { setup, type World } from "./_setup.ts";
 
@@ -113,7 +114,20 @@ const odd = defineHandler({
   },
 });
 
-const HANDLERS = [flaky, hold, parts, data, big, wide, loud, odd];
+const full = defineHandler({
+  name: "test.full",
+  description: "Fills its record to the checkpoint limit, then throws a long non-Latin-1 message",
+  payload: z.object({ text: z.string() }),
+  run: async (ctx) => {
+    count(ctx.job.id);
+    // 56 KiB for payload + checkpoint (README), as KV stores them: the record is nearly full.
+    const room = 56 * 1024 - payloadBytes(ctx.payload) - 64;
+    await ctx.checkpoint({ c: "b".repeat(room) });
+    throw new Error("漢".repeat(3000));
+  },
+});
+
+const HANDLERS = [flaky, hold, parts, data, big, wide, loud, odd, full];
 
 async function post(t: World, handler_name: string, payload: unknown = {}) {
   const res = await t.call("POST", JOBS, { handler_name, payload });
@@ -141,6 +155,29 @@ Deno.test("a handler that fails twice with a retryable error completes on attemp
   assert.equal(job.attempt, 3);
   assert.deepEqual(job.result, { ok: 3 });
   assert.equal(calls.get(id), 3);
+});
+
+Deno.test("a long error from a job whose record is nearly full is stored, cut by its bytes", async () => {
+  // A message past U+00FF is stored two bytes per character: it keeps half as many, and the
+  // history keeps a short one, so three failures fit beside a full checkpoint.
+  await using t = await setup(HANDLERS);
+  const id = await post(t, "test.full", { text: "a".repeat(40_000) });
+  const job = await t.waitFor(id, (j) => j.status === "failed", { stepMs: 100 });
+  assert.equal(calls.get(id), 3);
+  assert.equal(job.error_context!.stage, "run");
+  assert.equal(job.error_context!.message, `${"漢".repeat(1024)}… (1976 more characters)`);
+  const events = (await t.call("GET", `${JOBS}/${id}/events`)).body.events;
+  assert.deepEqual(
+    events.map((e: { event: string }) => e.event),
+    ["enqueue", "claim", "fail", "claim", "fail", "claim", "fail"],
+  );
+  const reasons = events.filter((e: { event: string }) => e.event === "fail").map((
+    e: { reason: string },
+  ) => e.reason);
+  assert.equal(reasons.length, 3);
+  for (const reason of reasons) {
+    assert.match(reason, /^漢{128}… \(\d+ more characters\)$/);
+  }
 });
 
 Deno.test("a very long error message is cut, and the job fails as any other would", async () => {

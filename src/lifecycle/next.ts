@@ -5,6 +5,7 @@
  */
 import { transition } from "xstate";
 import { iso } from "../clock.ts";
+import { boundMessage } from "../errors.ts";
 import { type Job, JOB_STATUSES, type JobEvent as HistoryEntry, type JobStatus } from "../types.ts";
 import {
   canRetry,
@@ -92,7 +93,10 @@ export function next(job: Job, event: JobEvent): Decision {
   const decided: Job = { ...job };
   for (const name of answer.patches) PATCHES[name](decided, event, at);
   Object.assign(decided, { status: answer.to, event_seq: seq, updated_at: at });
-  const reason = reasonOf(event, decided);
+  // The history is an audit trail: the full message stays in error_context, and an entry keeps
+  // a short one, so a record near its size limit is not filled by its own failures.
+  const full = reasonOf(event, decided);
+  const reason = full === undefined ? undefined : boundMessage(full, HISTORY_REASON_BYTES);
   const entry: HistoryEntry = {
     seq,
     at,
@@ -104,6 +108,9 @@ export function next(job: Job, event: JobEvent): Decision {
   };
   return { ok: true, job: decided, from, to: answer.to, entry };
 }
+
+/** Longest reason a history entry keeps (bytes as stored). */
+export const HISTORY_REASON_BYTES = 256;
 
 function reasonOf(event: JobEvent, job: Job): string | undefined {
   if (event.reason) return event.reason;

@@ -6,7 +6,7 @@
  */
 import type { z } from "zod";
 import type { Clock } from "../clock.ts";
-import { classifyError, isTooLarge, PermanentError } from "../errors.ts";
+import { boundMessage, classifyError, isTooLarge, PermanentError } from "../errors.ts";
 import type { AnyHandler as Handler, HandlerContext, SpawnRequest } from "../handlers/mod.ts";
 import type { Registry } from "../handlers/mod.ts";
 import { backoffMs } from "../lifecycle/mod.ts";
@@ -39,6 +39,9 @@ export type AbortReason = "stop" | "taken";
 /** Largest payload + checkpoint a record holds (bytes as stored): the rest of 64 KiB is fields. */
 const MAX_RECORD_DATA_BYTES = 56 * 1024;
 
+/** Longest error message kept when the full one does not fit in the job record. */
+const SHORT_MESSAGE_BYTES = 256;
+
 /** Largest `result` kept with a job (KV values are ≤ 64 KiB with the rest of the record). */
 const MAX_RESULT_BYTES = 32 * 1024;
 
@@ -54,7 +57,7 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
   // What an outcome writes, for sizing group commits: the record, and the ready key's copy of
   // it when the job goes back to queued (a retry, a requeue).
   const written = 2 * recordBytes(job);
-  const fail = (ec: ErrorContext, minDelayMs = 0) =>
+  const failWith = (ec: ErrorContext, minDelayMs: number) =>
     deps.settle({
       id: job.id,
       lease,
@@ -66,6 +69,18 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
         backoff_ms: Math.max(minDelayMs, backoffMs(j.retry_count + 1, deps.random())),
       }),
     });
+  const fail = async (ec: ErrorContext, minDelayMs = 0) => {
+    try {
+      return await failWith(ec, minDelayMs);
+    } catch (err) {
+      // A record filled close to 64 KiB (payload + checkpoint) may not take a long message
+      // (stored twice, and in the history): store the outcome with a short one rather than
+      // leave the job running until its lease ends and lose the error anyway.
+      if (!isTooLarge(err)) throw err;
+      const short = boundMessage(ec.message, SHORT_MESSAGE_BYTES);
+      return await failWith({ ...ec, message: `${short} (the job record is full)` }, minDelayMs);
+    }
+  };
   if (!handler) {
     return await fail(permanent("dispatch", `No handler named "${job.handler_name}" is loaded`));
   }
