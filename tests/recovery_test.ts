@@ -837,6 +837,90 @@ Deno.test("store.jobs.prune() removes many jobs per commit, and keeps one retrie
   await assertStatsExact(t);
 });
 
+/** A KV handle whose `n`-th atomic commit (1-based) runs `after` once it has committed. */
+function afterCommit(kv: Deno.Kv, n: number, after: () => Promise<void>): Deno.Kv {
+  let commits = 0;
+  return new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "atomic") {
+        return () => {
+          const op = target.atomic();
+          const commit = op.commit.bind(op);
+          op.commit = async () => {
+            const res = await commit();
+            if (++commits === n) await after();
+            return res;
+          };
+          return op;
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+}
+
+Deno.test("a job with more links than one commit takes is removed whole or kept whole", async (s) => {
+  const AGES = { completed: null, failed: 0, cancelled: null };
+  const LINKS = 1000; // over the 900 mutations a removal commit carries
+  async function parentWithLinks(t: World) {
+    const { store } = t.pulse;
+    const parent = await enqueue(store);
+    for (let i = 0; i < LINKS; i++) {
+      await enqueue(store, { parent_job_id: parent.id, spawn_key: `k${i}`, queue: "q.child" });
+    }
+    await drive(store, parent.id, "failed", t.clock.now());
+    assert.equal((await keysUnder(t.kv, store.keys.spawned(parent.id))).length, LINKS);
+    return parent;
+  }
+  const leftOf = async (t: World, id: string) => ({
+    links: (await keysUnder(t.kv, t.pulse.store.keys.spawned(id))).length,
+    history: (await keysUnder(t.kv, t.pulse.store.keys.events(id))).length,
+    markers: (await keysUnder(t.kv, t.pulse.store.keys.removing())).length,
+  });
+
+  await s.step("retried right after retention's first commit", async () => {
+    await using t = await setup(HANDLERS, { start: false });
+    const parent = await parentWithLinks(t);
+    let answer = 0;
+    const pruner = createStore({
+      kv: afterCommit(t.kv, 1, async () => {
+        answer = (await t.call("POST", `${JOBS}/${parent.id}/retry`)).status;
+      }),
+      now: () => t.clock.now(),
+    });
+    const removed = await pruner.jobs.prune(t.clock.now(), AGES);
+    assert.notEqual(answer, 0, "the hook never ran");
+    const job = await t.pulse.store.jobs.get(parent.id);
+    // Either the retry came first and the job keeps every link, or the job is gone whole.
+    if (job) {
+      assert.equal(removed, 0);
+      assert.equal(job.status, "queued");
+      assert.deepEqual(await leftOf(t, parent.id), { links: LINKS, history: 0, markers: 0 });
+    } else {
+      assert.equal(removed, 1);
+      assert.equal(answer, 404);
+      assert.deepEqual(await leftOf(t, parent.id), { links: 0, history: 0, markers: 0 });
+    }
+    await assertStatsExact(t);
+  });
+
+  await s.step("the process stops after the record's commit: the next prune finishes", async () => {
+    await using t = await setup(HANDLERS, { start: false });
+    const parent = await parentWithLinks(t);
+    const dying = createStore({
+      kv: afterCommit(t.kv, 1, () => Promise.reject(new Error("process stopped"))),
+      now: () => t.clock.now(),
+    });
+    await assert.rejects(dying.jobs.prune(t.clock.now(), AGES), /process stopped/);
+    assert.equal(await t.pulse.store.jobs.get(parent.id), null, "the record goes first");
+    assert.equal((await leftOf(t, parent.id)).markers, 1);
+    assert.equal(await t.pulse.store.jobs.prune(t.clock.now(), AGES), 0);
+    assert.deepEqual(await leftOf(t, parent.id), { links: 0, history: 0, markers: 0 });
+    await assertStatsExact(t);
+  });
+});
+
 Deno.test("graceful start spreads more recovered jobs than one sweep page evenly", async () => {
   const PHASE = 10_000;
   const N = 120;

@@ -48,6 +48,8 @@ const DELETES_PER_COMMIT = 500;
  */
 const REMOVALS_PER_COMMIT = 50;
 const REMOVAL_MUTATIONS = 900;
+/** Value of a `removing` marker: only its key is read. */
+const MARK = new Uint8Array(0);
 
 export function createJobs(
   kv: Deno.Kv,
@@ -167,33 +169,52 @@ export function createJobs(
   }
 
   /**
-   * Removes a job with its history, spawn links, index keys and counters. Every commit checks
-   * the record's versionstamp, so a job that changes meanwhile (e.g. retried while retention
-   * prunes it) keeps all of it. A history that fits goes in the record's own commit; a longer
-   * one goes first, in checked chunks: a crash between them leaves the job indexed, so the next
-   * removal finishes it.
+   * Removes a job with its history, spawn links, index keys and counters. The commit checks the
+   * record's versionstamp, so a job that changes meanwhile (e.g. retried while retention prunes
+   * it) keeps all of it. A history and links that fit go in the record's own commit; more than
+   * that (over DELETES_PER_COMMIT keys) are deleted after it, the record's commit leaving a
+   * `removing` marker that `prune` finishes from should the process die in between: nothing of
+   * a job is deleted before its record is.
    */
   async function remove(id: string, expect: (job: Job) => boolean = () => true): Promise<boolean> {
     for (let round = 0; round < 32; round++) {
       const entry = await getJob(kv, keys, id);
       if (!entry.value || !expect(entry.value)) return false;
-      const owned: Deno.KvKey[] = [];
-      for await (const e of kv.list({ prefix: keys.events(id) })) owned.push(e.key);
-      for await (const e of kv.list({ prefix: keys.spawned(id) })) owned.push(e.key);
-      let changed = false;
-      while (owned.length > DELETES_PER_COMMIT && !changed) {
-        const op = kv.atomic().check(entry);
-        for (const key of owned.splice(0, DELETES_PER_COMMIT)) op.delete(key);
-        changed = !(await op.commit()).ok;
-      }
-      if (changed) continue;
+      const owned = await ownedKeys(entry.value);
+      const later = owned.length > DELETES_PER_COMMIT;
       const tally = new Tally();
       const op = kv.atomic().check(entry);
-      for (const key of owned) op.delete(key);
+      if (later) op.set(keys.removing(id), MARK);
+      else for (const key of owned) op.delete(key);
       writeRemoval(op, keys, entry.value, tally);
-      if ((await tally.commit(op, keys, ready)).ok) return true;
+      if (!(await tally.commit(op, keys, ready)).ok) continue;
+      if (later) await deleteLeftovers(id);
+      return true;
     }
     throw new Error(`Cannot remove job "${id}": too many concurrent updates`);
+  }
+
+  /**
+   * Deletes what a removed job left under its history and spawn-link prefixes, in commits of
+   * DELETES_PER_COMMIT, then its `removing` marker. Nothing else writes there once the record
+   * is gone (history and links are written with the record checked).
+   */
+  async function deleteLeftovers(id: string): Promise<void> {
+    for (const prefix of [keys.events(id), keys.spawned(id)]) {
+      let batch: Deno.KvKey[] = [];
+      const flush = async () => {
+        const op = kv.atomic();
+        for (const key of batch) op.delete(key);
+        await op.commit();
+        batch = [];
+      };
+      for await (const e of kv.list({ prefix }, { batchSize: DELETES_PER_COMMIT })) {
+        batch.push(e.key);
+        if (batch.length === DELETES_PER_COMMIT) await flush();
+      }
+      if (batch.length) await flush();
+    }
+    await kv.delete(keys.removing(id));
   }
 
   /**
@@ -252,6 +273,10 @@ export function createJobs(
    * created after the cut-off: it cannot have finished before it. Returns how many were removed.
    */
   async function prune(now: number, ages: RetentionAges, limit = 500): Promise<number> {
+    // Removals a stopped process left half done: their records are gone already.
+    for await (const e of kv.list({ prefix: keys.removing() })) {
+      await deleteLeftovers(e.key[e.key.length - 1] as string);
+    }
     let removed = 0;
     for (const [status, age] of Object.entries(ages) as [FinishedStatus, number | null][]) {
       if (age === null) continue;

@@ -18,6 +18,9 @@
  * |                                        |                    | the record (Job.history) 8 at a time; one entry |
  * |                                        |                    | per key in files written before                 |
  * | P,"spawned",parent_id,key              | child id           | jobs.insert of a child via ctx.spawn (checked)  |
+ * | P,"removing",id                        | empty bytes        | jobs.remove, in the commit that deletes the     |
+ * |                                        |                    | record of a job with over 500 history/link keys;|
+ * |                                        |                    | deleted once they are (prune finishes leftovers)|
  * | P,"stats",status,"in" / "out"          | Deno.KvU64         | `sum` in the same commit as each status change  |
  * | P,"signal","wake"                      | Deno.KvU64         | bumped when a job becomes ready (watch target)  |
  * | P,"signal","control"                   | Deno.KvU64         | bumped when a running job is paused/cancelled   |
@@ -69,6 +72,7 @@ export function createKeys(prefix: Prefix) {
     events: (id: string): Deno.KvKey => [...P, "events", id],
     event: (id: string, seq: number): Deno.KvKey => [...P, "events", id, seq],
     spawned: (parent: string, key?: string): Deno.KvKey => tail([...P, "spawned", parent], key),
+    removing: (id?: string): Deno.KvKey => tail([...P, "removing"], id),
     stat: (status: JobStatus, dir: "in" | "out"): Deno.KvKey => [...P, "stats", status, dir],
     wake: (): Deno.KvKey => [...P, "signal", "wake"],
     control: (): Deno.KvKey => [...P, "signal", "control"],
