@@ -60,6 +60,12 @@ Deno.test("POST /api/pulse/jobs/batch validates all-or-nothing", async (t) => {
       413,
       "payload_too_large",
     ],
+    [
+      "over 10,000 jobs, one of them invalid (counted before the items are checked)",
+      { jobs: [...Array.from({ length: 10_000 }, (_, i) => job(i)), { handler_name: 1 }] },
+      413,
+      "payload_too_large",
+    ],
   ];
   for (const [name, body, status, code] of cases) {
     await t.step(name, async () => {

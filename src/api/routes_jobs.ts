@@ -8,7 +8,8 @@ import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { z } from "zod";
 import type { Store } from "../store/mod.ts";
 import { EnqueueRequest, Job, JobEvent, JobId, JobStatus } from "../types.ts";
-import type { Service, Verb } from "./service.ts";
+import { PulseError } from "../errors.ts";
+import { MAX_BATCH_JOBS, type Service, type Verb } from "./service.ts";
 
 const ErrorBody = z.object({
   error: z.object({
@@ -63,6 +64,19 @@ export function addJobRoutes(app: OpenAPIHono, service: Service, store: Store) {
     },
   );
 
+  // Too many jobs is 413 whatever the items hold: counted before they are validated, on the
+  // body Hono parses once and keeps for the validator.
+  app.use("/api/pulse/jobs/batch", async (c, next) => {
+    const body = c.req.method === "POST" ? await c.req.json().catch(() => null) : null;
+    const n = Array.isArray(body?.jobs) ? body.jobs.length : 0;
+    if (n > MAX_BATCH_JOBS) {
+      throw new PulseError(
+        "payload_too_large",
+        `Batch has ${n} jobs; the limit is ${MAX_BATCH_JOBS}`,
+      );
+    }
+    await next();
+  });
   app.openapi(
     createRoute({
       method: "post",

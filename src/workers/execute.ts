@@ -110,26 +110,26 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
   if (pending.length) await Promise.allSettled(pending);
   if (outcome === "taken") return;
   if (outcome.ok) {
-    // The API answers with the result as JSON: one JSON cannot hold (a BigInt, an object that
-    // contains itself) fails the job, where it used to end the run with an engine error and
-    // leave the job running until its lease expired.
-    const size = jsonLength(outcome.result ?? null);
-    if (typeof size === "string") {
-      return await fail(permanent("result", `Result cannot be stored as JSON: ${size}`));
+    // The result is kept as the API answers it, as JSON: one JSON cannot hold (a BigInt, an
+    // object that contains itself) fails the job, where it used to end the run with an engine
+    // error and leave the job running until its lease expired.
+    const json = jsonOf(outcome.result ?? null);
+    if (typeof json !== "string") {
+      return await fail(permanent("result", `Result cannot be stored as JSON: ${json.error}`));
     }
+    const size = json.length;
     if (size > MAX_RESULT_BYTES) {
       return await fail(permanent("result", `Result is ${size} bytes, over ${MAX_RESULT_BYTES}`));
     }
-    // null, a string, a number or a boolean is stored as it is; anything else is checked.
-    if (!isPlain(outcome.result)) {
-      if (depthOver(outcome.result, MAX_DEPTH)) {
+    // null, a string, a number or a boolean is stored as it is; anything else as its JSON form
+    // (as JSON.stringify makes it: a Map or a Set becomes {}, a Date its ISO text, toJSON is
+    // honoured, a function inside an object is left out), so what is measured, stored and
+    // served is one value.
+    let result = outcome.result ?? null;
+    if (!isPlain(result)) {
+      result = JSON.parse(json);
+      if (depthOver(result, MAX_DEPTH)) {
         return await fail(permanent("result", `Result is nested deeper than ${MAX_DEPTH} levels`));
-      }
-      try {
-        structuredClone(outcome.result); // what KV can store (functions, symbols… cannot)
-      } catch (err) {
-        const message = `Result cannot be stored: ${(err as Error).message}`;
-        return await fail(permanent("result", message));
       }
     }
     try {
@@ -140,7 +140,7 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
         event: () => ({
           type: "complete",
           now: clock.now(),
-          result: outcome.result ?? null,
+          result,
         }),
       });
     } catch (err) {
@@ -165,12 +165,12 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
   return await fail(classifyError(outcome.error, "run"), Number.isFinite(after) ? after : 0);
 }
 
-/** Length of `v` as JSON, or why it has none. */
-function jsonLength(v: unknown): number | string {
+/** `v` as JSON text, or why it has none (a top-level function or symbol has none either). */
+function jsonOf(v: unknown): string | { error: string } {
   try {
-    return JSON.stringify(v)?.length ?? 0;
+    return JSON.stringify(v) ?? { error: `a ${typeof v} has no JSON form` };
   } catch (err) {
-    return (err as Error).message;
+    return { error: (err as Error).message };
   }
 }
 
