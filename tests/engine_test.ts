@@ -103,11 +103,27 @@ const loud = defineHandler({
 });
 const odd = defineHandler({
   name: "test.odd",
-  description: "Returns what JSON cannot hold: a BigInt, or an object that contains itself",
-  payload: z.object({ kind: z.enum(["bigint", "cycle"]) }),
+  description: "Returns what JSON holds otherwise than as given, or cannot hold at all",
+  payload: z.object({
+    kind: z.enum(["bigint", "cycle", "function", "nested-function", "map", "tojson", "date"]),
+  }),
   run: (ctx) => {
     count(ctx.job.id);
-    if (ctx.payload.kind === "bigint") return { n: 10n };
+    const big = "m".repeat(60_000);
+    switch (ctx.payload.kind) {
+      case "bigint":
+        return { n: 10n };
+      case "function":
+        return () => 1;
+      case "nested-function":
+        return { f: () => 1 };
+      case "map":
+        return new Map([["a", big]]);
+      case "tojson":
+        return { inner: { big, toJSON: () => "small" } };
+      case "date":
+        return { at: new Date(0) };
+    }
     const cycle: Record<string, unknown> = {};
     cycle.self = cycle;
     return cycle;
@@ -359,9 +375,27 @@ Deno.test("a result that does not fit in the job record fails the job once, perm
   assert.equal(job.error_context?.retryable, false);
 });
 
+Deno.test("a result is stored as its JSON form: what is measured is what is kept and served", async () => {
+  await using t = await setup(HANDLERS);
+  const expected: Record<string, unknown> = {
+    map: {}, // a Map's entries have no JSON form: not 60 KB kept in the record and served as {}
+    tojson: { inner: "small" }, // toJSON decides, as the API's answer would
+    date: { at: "1970-01-01T00:00:00.000Z" },
+  };
+  for (const [kind, result] of Object.entries(expected)) {
+    const id = await post(t, "test.odd", { kind });
+    const job = await t.waitFor(id, (j) => j.status !== "queued" && j.status !== "running");
+    assert.equal(job.status, "completed", kind);
+    assert.deepEqual(job.result, result, kind); // as stored
+    assert.deepEqual((await t.call("GET", `${JOBS}/${id}`)).body.result, result, kind);
+    const stored = await t.kv.get(t.pulse.store.keys.job(id));
+    assert.ok(JSON.stringify(stored.value).length < 2000, `${kind}: the record kept more`);
+  }
+});
+
 Deno.test("a result JSON cannot hold fails the job at once, permanently, and the API still answers", async () => {
   await using t = await setup(HANDLERS);
-  for (const kind of ["bigint", "cycle"]) {
+  for (const kind of ["bigint", "cycle", "function", "nested-function"]) {
     const id = await post(t, "test.odd", { kind });
     const job = await t.waitFor(id, (j) => j.status !== "queued" && j.status !== "running");
     assert.equal(job.status, "failed", kind);

@@ -113,6 +113,9 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
     // The result is kept as the API answers it, as JSON: one JSON cannot hold (a BigInt, an
     // object that contains itself) fails the job, where it used to end the run with an engine
     // error and leave the job running until its lease expired.
+    const deep = () =>
+      fail(permanent("result", `Result is nested deeper than ${MAX_DEPTH} levels`));
+    if (!isPlain(outcome.result) && depthOver(outcome.result, MAX_DEPTH)) return await deep();
     const json = jsonOf(outcome.result ?? null);
     if (typeof json !== "string") {
       return await fail(permanent("result", `Result cannot be stored as JSON: ${json.error}`));
@@ -122,15 +125,12 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
       return await fail(permanent("result", `Result is ${size} bytes, over ${MAX_RESULT_BYTES}`));
     }
     // null, a string, a number or a boolean is stored as it is; anything else as its JSON form
-    // (as JSON.stringify makes it: a Map or a Set becomes {}, a Date its ISO text, toJSON is
-    // honoured, a function inside an object is left out), so what is measured, stored and
-    // served is one value.
+    // (a Map or a Set becomes {}, a Date its ISO text, toJSON is honoured), so what is
+    // measured, stored and served is one value.
     let result = outcome.result ?? null;
     if (!isPlain(result)) {
       result = JSON.parse(json);
-      if (depthOver(result, MAX_DEPTH)) {
-        return await fail(permanent("result", `Result is nested deeper than ${MAX_DEPTH} levels`));
-      }
+      if (depthOver(result, MAX_DEPTH)) return await deep(); // a toJSON may nest deeper
     }
     try {
       return await deps.settle({
@@ -165,13 +165,24 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
   return await fail(classifyError(outcome.error, "run"), Number.isFinite(after) ? after : 0);
 }
 
-/** `v` as JSON text, or why it has none (a top-level function or symbol has none either). */
+/**
+ * `v` as JSON text, or why it has none. A function or a symbol anywhere in it is refused, where
+ * JSON.stringify would leave it out without a word (after `toJSON`, which may replace them).
+ */
 function jsonOf(v: unknown): string | { error: string } {
   try {
-    return JSON.stringify(v) ?? { error: `a ${typeof v} has no JSON form` };
+    return JSON.stringify(v, refuseCode) ?? { error: `a ${typeof v} has no JSON form` };
   } catch (err) {
     return { error: (err as Error).message };
   }
+}
+
+function refuseCode(key: string, value: unknown): unknown {
+  const kind = typeof value;
+  if (kind === "function" || kind === "symbol") {
+    throw new TypeError(`${key ? `"${key}" is` : "it is"} a ${kind}`);
+  }
+  return value;
 }
 
 const isPlain = (v: unknown) =>
