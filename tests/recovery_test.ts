@@ -617,8 +617,10 @@ Deno.test("store.jobs.prune() removes only jobs past their age, with every key t
   );
   assert.ok(kindsOf(parent.id).has("spawned"));
 
-  const removed = await store.jobs.prune(t.clock.now(), AGES);
-  assert.equal(removed, goneIds.size);
+  // The child goes in the round after its parent's (kept while its parent is stored).
+  assert.equal(await store.jobs.prune(t.clock.now(), AGES), goneIds.size - 1);
+  assert.equal((await store.jobs.get(gone.childDone.id))?.status, "completed");
+  assert.equal(await store.jobs.prune(t.clock.now(), AGES), 1);
 
   const after = await entries(t.kv);
   const expected = new Map(
@@ -834,6 +836,36 @@ Deno.test("store.jobs.prune() removes many jobs per commit, and keeps one retrie
   assert.equal((await store.jobs.get(retried.id))?.status, "queued");
   const events = await store.jobs.events(retried.id);
   assert.deepEqual(events.slice(0, history.length), history, "history was deleted");
+  await assertStatsExact(t);
+});
+
+Deno.test("store.jobs.prune() keeps a child while its parent is stored: a retried parent never spawns it again", async () => {
+  await using t = await setup(HANDLERS, { start: false });
+  const { store } = t.pulse;
+  const now = t.clock.now();
+  const parent = await enqueue(store);
+  const child = await enqueue(store, { parent_job_id: parent.id, spawn_key: "only" });
+  await drive(store, child.id, "completed", now);
+  await drive(store, parent.id, "failed", now);
+  // The defaults' shape: completed jobs go sooner than failed ones.
+  const completedOnly = { completed: 0, failed: null, cancelled: null };
+  assert.equal(await store.jobs.prune(now, completedOnly), 0);
+  assert.equal((await store.jobs.get(child.id))?.status, "completed");
+  // Retried, the parent's spawn with the same key finds the child it spawned the first time.
+  assert.equal((await t.call("POST", `${JOBS}/${parent.id}/retry`)).status, 200);
+  const [again] = await store.jobs.insert([{
+    ...NEW,
+    parent_job_id: parent.id,
+    spawn_key: "only",
+  }]);
+  assert.ok(again.ok && !again.created && again.job.id === child.id, JSON.stringify(again));
+  // Once the parent is gone, the child goes in the next round.
+  await drive(store, parent.id, "failed", now);
+  const all = { completed: 0, failed: 0, cancelled: 0 };
+  assert.equal(await store.jobs.prune(now, all), 1);
+  assert.equal(await store.jobs.get(parent.id), null);
+  assert.equal(await store.jobs.prune(now, all), 1);
+  assert.equal(await store.jobs.get(child.id), null);
   await assertStatsExact(t);
 });
 

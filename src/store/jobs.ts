@@ -286,8 +286,8 @@ export function createJobs(
       // Only while still finished: a job retried meanwhile is active again and stays.
       const still = (j: Job) => finishedBy(j, status, cutoff);
       const due = async () => {
-        const found = (await getJobs(kv, keys, ids))
-          .filter((e): e is Deno.KvEntry<Job> => e.value !== null && still(e.value));
+        const found = await keptParents((await getJobs(kv, keys, ids))
+          .filter((e): e is Deno.KvEntry<Job> => e.value !== null && still(e.value)));
         const n = await removeMany(found.slice(0, left), still);
         removed += n;
         left -= n;
@@ -302,6 +302,19 @@ export function createJobs(
       await due();
     }
     return removed;
+  }
+
+  /**
+   * `entries` without the children whose parent is still stored: a child goes after its parent,
+   * so a parent retried later finds the child its spawn key names and never runs it again
+   * (ctx.spawn is once per key across retries).
+   */
+  async function keptParents(entries: Deno.KvEntry<Job>[]): Promise<Deno.KvEntry<Job>[]> {
+    const parents = [...new Set(entries.map((e) => e.value.parent_job_id).filter((p) => !!p))];
+    if (!parents.length) return entries;
+    const found = await getJobs(kv, keys, parents as string[]);
+    const stored = new Set(parents.filter((_, i) => found[i].value !== null));
+    return entries.filter((e) => !stored.has(e.value.parent_job_id ?? ""));
   }
 
   return { insert, get, getMany, touch, remove, prune };
