@@ -16,3 +16,26 @@ export function busiestMinute(times: readonly number[]): number {
 export function zeroCounts(): Record<JobStatus, number> {
   return Object.fromEntries(JOB_STATUSES.map((s) => [s, 0])) as Record<JobStatus, number>;
 }
+
+/** A KV handle whose `n`-th atomic commit (1-based) runs `after` once it has committed. */
+export function afterCommit(kv: Deno.Kv, n: number, after: () => Promise<void>): Deno.Kv {
+  let commits = 0;
+  return new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "atomic") {
+        return () => {
+          const op = target.atomic();
+          const commit = op.commit.bind(op);
+          op.commit = async () => {
+            const res = await commit();
+            if (++commits === n) await after();
+            return res;
+          };
+          return op;
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+}

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { defineHandler, z } from "../src/mod.ts";
 import { setup } from "./_setup.ts";
+import { afterCommit } from "./_util.ts";
 
 const noop = defineHandler({
   name: "test.noop",
@@ -111,4 +112,31 @@ Deno.test("POST /api/pulse/jobs/batch of large payloads splits commits by size, 
   const res = await t.call("POST", "/api/pulse/jobs/batch", { jobs });
   assert.equal(res.status, 200);
   assert.equal((await t.pulse.store.stats.read()).queued, 60);
+});
+
+Deno.test("a parent deleted while a batch is stored: 409 naming each job not stored", async () => {
+  await using t = await setup([noop], { start: false });
+  const parent = (await t.call("POST", "/api/pulse/jobs", job(-1))).body.id;
+  // A second instance whose first commit of the batch is followed by the parent's DELETE.
+  let deleted = 0;
+  const racing = t.another({
+    kv: afterCommit(t.kv, 1, async () => {
+      deleted = (await t.call("DELETE", `/api/pulse/jobs/${parent}`)).status;
+    }),
+  });
+  const jobs = Array.from({ length: 100 }, (_, i) => job(i, { parent_job_id: parent }));
+  const res = await t.call("POST", "/api/pulse/jobs/batch", { jobs }, racing);
+  assert.equal(deleted, 200);
+  assert.equal(res.status, 409, JSON.stringify(res.body));
+  assert.equal(res.body.error.code, "conflict");
+  const notStored = new Set(
+    res.body.error.issues.map((i: { path: string }) => Number(i.path.split(".")[1])),
+  );
+  assert.ok(notStored.size > 0 && notStored.size < 100, `${notStored.size} not stored`);
+  // Exactly the jobs not named are stored, once each.
+  const stored = (await t.call("GET", `/api/pulse/jobs?limit=1000`)).body.jobs
+    .map((j: { payload: { n: number } }) => j.payload.n).sort((a: number, b: number) => a - b);
+  const expected = jobs.map((_, i) => i).filter((i) => !notStored.has(i));
+  assert.deepEqual(stored, expected);
+  assert.match(res.body.error.message, new RegExp(`^${expected.length} of 100 jobs were stored`));
 });

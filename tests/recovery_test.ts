@@ -14,6 +14,7 @@ import { createStore, decodeJob, type NewJob, type Outcome, type Store } from ".
 import { type Job, JOB_STATUSES, type JobStatus } from "../src/types.ts";
 import { resumeWaiting } from "../src/workers/resume.ts";
 import { setup, type World } from "./_setup.ts";
+import { afterCommit } from "./_util.ts";
 
 const JOBS = "/api/pulse/jobs";
 const LEASE = 1000;
@@ -868,29 +869,6 @@ Deno.test("store.jobs.prune() keeps a child while its parent is stored: a retrie
   assert.equal(await store.jobs.get(child.id), null);
   await assertStatsExact(t);
 });
-
-/** A KV handle whose `n`-th atomic commit (1-based) runs `after` once it has committed. */
-function afterCommit(kv: Deno.Kv, n: number, after: () => Promise<void>): Deno.Kv {
-  let commits = 0;
-  return new Proxy(kv, {
-    get(target, prop) {
-      if (prop === "atomic") {
-        return () => {
-          const op = target.atomic();
-          const commit = op.commit.bind(op);
-          op.commit = async () => {
-            const res = await commit();
-            if (++commits === n) await after();
-            return res;
-          };
-          return op;
-        };
-      }
-      const v = Reflect.get(target, prop, target);
-      return typeof v === "function" ? v.bind(target) : v;
-    },
-  });
-}
 
 Deno.test("a job with more links than one commit takes is removed whole or kept whole", async (s) => {
   const AGES = { completed: null, failed: 0, cancelled: null };

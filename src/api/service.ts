@@ -121,11 +121,22 @@ export function createService(d: ServiceDeps) {
     const missing = parents.find((_, i) => !found[i]);
     if (missing) throw new PulseError("unknown_parent", `Parent job "${missing}" not found`);
     const results = await d.store.jobs.insert(prepared);
-    if (results.some((r) => r.ok && r.created)) d.notify("wake");
-    return results.map((r, i) => {
-      if (!r.ok) throw new PulseError(r.code, `Job ${i}: ${r.message}`);
-      return { job: r.job, created: r.created };
-    });
+    const stored = results.flatMap((r) => r.ok ? [{ job: r.job, created: r.created }] : []);
+    if (stored.some((r) => r.created)) d.notify("wake");
+    if (stored.length < results.length) {
+      // A parent deleted while the batch's commits went in: the jobs before it are stored,
+      // so say which were not rather than answer as if none were.
+      const issues = results.flatMap((r, i) =>
+        r.ok ? [] : [{ path: `jobs.${i}.parent_job_id`, message: `${r.message}: not stored` }]
+      );
+      throw new PulseError(
+        "conflict",
+        `${stored.length} of ${results.length} jobs were stored; ${issues.length} were not, their ` +
+          "parent was deleted while the batch was stored (listed in issues)",
+        issues,
+      );
+    }
+    return stored;
   }
 
   async function get(id: string): Promise<Job> {
