@@ -71,9 +71,10 @@ export function boundMessage(message: string, maxBytes = MAX_MESSAGE_BYTES): str
   // deno-lint-ignore no-control-regex
   const keep = /[^\u0000-\u00ff]/.test(message) ? maxBytes >> 1 : maxBytes;
   if (message.length <= keep) return message;
-  // Never cut between the two halves of a surrogate pair.
+  // Never cut between the two halves of a surrogate pair; the suffix is ASCII so that a
+  // Latin-1 message stays one byte per character.
   const end = /[\ud800-\udbff]/.test(message[keep - 1]) ? keep - 1 : keep;
-  return `${message.slice(0, end)}… (${message.length - end} more characters)`;
+  return `${message.slice(0, end)}... (${message.length - end} more characters)`;
 }
 
 /**

@@ -105,7 +105,16 @@ const odd = defineHandler({
   name: "test.odd",
   description: "Returns what JSON holds otherwise than as given, or cannot hold at all",
   payload: z.object({
-    kind: z.enum(["bigint", "cycle", "function", "nested-function", "map", "tojson", "date"]),
+    kind: z.enum([
+      "bigint",
+      "cycle",
+      "function",
+      "nested-function",
+      "getter-throws",
+      "map",
+      "tojson",
+      "date",
+    ]),
   }),
   run: (ctx) => {
     count(ctx.job.id);
@@ -117,6 +126,12 @@ const odd = defineHandler({
         return () => 1;
       case "nested-function":
         return { f: () => 1 };
+      case "getter-throws":
+        return {
+          get x() {
+            throw new Error("getter");
+          },
+        };
       case "map":
         return new Map([["a", big]]);
       case "tojson":
@@ -181,7 +196,7 @@ Deno.test("a long error from a job whose record is nearly full is stored, cut by
   const job = await t.waitFor(id, (j) => j.status === "failed", { stepMs: 100 });
   assert.equal(calls.get(id), 3);
   assert.equal(job.error_context!.stage, "run");
-  assert.equal(job.error_context!.message, `${"漢".repeat(1024)}… (1976 more characters)`);
+  assert.equal(job.error_context!.message, `${"漢".repeat(1024)}... (1976 more characters)`);
   const events = (await t.call("GET", `${JOBS}/${id}/events`)).body.events;
   assert.deepEqual(
     events.map((e: { event: string }) => e.event),
@@ -192,7 +207,7 @@ Deno.test("a long error from a job whose record is nearly full is stored, cut by
   ) => e.reason);
   assert.equal(reasons.length, 3);
   for (const reason of reasons) {
-    assert.match(reason, /^漢{128}… \(\d+ more characters\)$/);
+    assert.match(reason, /^漢{128}\.\.\. \(\d+ more characters\)$/);
   }
 });
 
@@ -203,7 +218,7 @@ Deno.test("a very long error message is cut, and the job fails as any other woul
   assert.equal(calls.get(id), 3);
   const message = job.error_context!.message;
   assert.ok(message.startsWith("e".repeat(2048)));
-  assert.ok(message.endsWith("… (21952 more characters)"), message.slice(2040));
+  assert.ok(message.endsWith("... (21952 more characters)"), message.slice(2040));
   assert.equal(job.error, message);
   const events = (await t.call("GET", `${JOBS}/${id}/events`)).body.events;
   assert.deepEqual(
@@ -395,7 +410,7 @@ Deno.test("a result is stored as its JSON form: what is measured is what is kept
 
 Deno.test("a result JSON cannot hold fails the job at once, permanently, and the API still answers", async () => {
   await using t = await setup(HANDLERS);
-  for (const kind of ["bigint", "cycle", "function", "nested-function"]) {
+  for (const kind of ["bigint", "cycle", "function", "nested-function", "getter-throws"]) {
     const id = await post(t, "test.odd", { kind });
     const job = await t.waitFor(id, (j) => j.status !== "queued" && j.status !== "running");
     assert.equal(job.status, "failed", kind);

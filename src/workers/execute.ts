@@ -115,7 +115,15 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
     // error and leave the job running until its lease expired.
     const deep = () =>
       fail(permanent("result", `Result is nested deeper than ${MAX_DEPTH} levels`));
-    if (!isPlain(outcome.result) && depthOver(outcome.result, MAX_DEPTH)) return await deep();
+    if (!isPlain(outcome.result)) {
+      let over: boolean;
+      try {
+        over = depthOver(outcome.result, MAX_DEPTH); // reads every property: a getter may throw
+      } catch (err) {
+        return await fail(permanent("result", `Result cannot be read: ${(err as Error)?.message}`));
+      }
+      if (over) return await deep();
+    }
     const json = jsonOf(outcome.result ?? null);
     if (typeof json !== "string") {
       return await fail(permanent("result", `Result cannot be stored as JSON: ${json.error}`));
