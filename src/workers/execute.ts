@@ -113,33 +113,9 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
     // The result is kept as the API answers it, as JSON: one JSON cannot hold (a BigInt, an
     // object that contains itself) fails the job, where it used to end the run with an engine
     // error and leave the job running until its lease expired.
-    const deep = () =>
-      fail(permanent("result", `Result is nested deeper than ${MAX_DEPTH} levels`));
-    if (!isPlain(outcome.result)) {
-      let over: boolean;
-      try {
-        over = depthOver(outcome.result, MAX_DEPTH); // reads every property: a getter may throw
-      } catch (err) {
-        return await fail(permanent("result", `Result cannot be read: ${(err as Error)?.message}`));
-      }
-      if (over) return await deep();
-    }
-    const json = jsonOf(outcome.result ?? null);
-    if (typeof json !== "string") {
-      return await fail(permanent("result", `Result cannot be stored as JSON: ${json.error}`));
-    }
-    const size = json.length;
-    if (size > MAX_RESULT_BYTES) {
-      return await fail(permanent("result", `Result is ${size} bytes, over ${MAX_RESULT_BYTES}`));
-    }
-    // null, a string, a number or a boolean is stored as it is; anything else as its JSON form
-    // (a Map or a Set becomes {}, a Date its ISO text, toJSON is honoured), so what is
-    // measured, stored and served is one value.
-    let result = outcome.result ?? null;
-    if (!isPlain(result)) {
-      result = JSON.parse(json);
-      if (depthOver(result, MAX_DEPTH)) return await deep(); // a toJSON may nest deeper
-    }
+    const stored = storedResult(outcome.result ?? null);
+    if ("stage" in stored) return await fail(stored);
+    const { result, size } = stored;
     try {
       return await deps.settle({
         id: job.id,
@@ -174,15 +150,33 @@ export async function execute(job: Job, deps: ExecuteDeps, control: AbortControl
 }
 
 /**
- * `v` as JSON text, or why it has none. A function or a symbol anywhere in it is refused, where
- * JSON.stringify would leave it out without a word (after `toJSON`, which may replace them).
+ * The result as it is kept: null, a string, a number or a boolean as it is; anything else as its
+ * JSON form (a Map or a Set becomes {}, a Date its ISO text, toJSON is honoured), so what is
+ * measured, stored and served is one value. A function or a symbol anywhere in it is refused
+ * where JSON.stringify would leave it out without a word; so are a getter that throws, a BigInt,
+ * a cycle, and nesting past MAX_DEPTH (deep enough to overflow the stack, or found after parsing).
  */
-function jsonOf(v: unknown): string | { error: string } {
+function storedResult(value: unknown): { result: unknown; size: number } | ErrorContext {
+  const deep = () => permanent("result", `Result is nested deeper than ${MAX_DEPTH} levels`);
+  let json: string | undefined;
   try {
-    return JSON.stringify(v, refuseCode) ?? { error: `a ${typeof v} has no JSON form` };
+    json = JSON.stringify(value, refuseCode);
   } catch (err) {
-    return { error: (err as Error).message };
+    if (err instanceof RangeError) return deep();
+    return permanent("result", `Result cannot be stored as JSON: ${(err as Error)?.message}`);
   }
+  if (json === undefined) {
+    return permanent(
+      "result",
+      `Result cannot be stored as JSON: a ${typeof value} has no JSON form`,
+    );
+  }
+  if (json.length > MAX_RESULT_BYTES) {
+    return permanent("result", `Result is ${json.length} bytes, over ${MAX_RESULT_BYTES}`);
+  }
+  if (isPlain(value)) return { result: value, size: json.length };
+  const result = JSON.parse(json);
+  return depthOver(result, MAX_DEPTH) ? deep() : { result, size: json.length };
 }
 
 function refuseCode(key: string, value: unknown): unknown {
